@@ -1,0 +1,3 @@
+from cryptosent.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Cross-cutting infrastructure: settings, logging, errors, Kafka plumbing, the embedded broker."""

@@ -1,0 +1,347 @@
+"""The one settings tree.
+
+Built once at the entry point (`cryptosent.cli`) and passed down; nothing else in the code base
+reads the environment. Precedence, highest first: CLI flags (passed as init kwargs), environment
+variables (`CRYPTOSENT_` prefix, `__` between levels), the optional `.env` file, then defaults.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+Device = Literal["auto", "cpu", "cuda"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+ProcessingGuarantee = Literal["at_least_once", "exactly_once"]
+LangBackend = Literal["py3langid", "langdetect", "none"]
+
+_SECRET_HINTS = ("password", "secret", "token", "key.pem", "sasl.oauthbearer.config")
+
+
+def _split_csv(value: Any) -> Any:
+    """Accept `a,b` as well as a JSON list for list-valued settings given in the environment."""
+    if isinstance(value, str):
+        stripped = value.strip()
+        if stripped.startswith("["):
+            import json
+
+            return json.loads(stripped)
+        return [part.strip() for part in stripped.split(",") if part.strip()]
+    return value
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class KafkaSettings(_Section):
+    """Connection to Apache Kafka or the embedded Tansu broker."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: Path | None = None
+    ssl_certificate_location: Path | None = None
+    ssl_key_location: Path | None = None
+    ssl_key_password: SecretStr | None = None
+    client_id: str = "cryptosent"
+    # Anything librdkafka understands, passed through verbatim (e.g. {"linger.ms": 5}).
+    extra: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+    def client_config(self) -> dict[str, Any]:
+        """librdkafka configuration with secrets revealed: hand it to a client, never log it."""
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.security_protocol,
+            "client.id": self.client_id,
+        }
+        if self.sasl_mechanism:
+            conf["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username is not None:
+            conf["sasl.username"] = self.sasl_username
+        if self.sasl_password is not None:
+            conf["sasl.password"] = self.sasl_password.get_secret_value()
+        if self.ssl_ca_location is not None:
+            conf["ssl.ca.location"] = str(self.ssl_ca_location)
+        if self.ssl_certificate_location is not None:
+            conf["ssl.certificate.location"] = str(self.ssl_certificate_location)
+        if self.ssl_key_location is not None:
+            conf["ssl.key.location"] = str(self.ssl_key_location)
+        if self.ssl_key_password is not None:
+            conf["ssl.key.password"] = self.ssl_key_password.get_secret_value()
+        conf.update(self.extra)
+        return conf
+
+
+def redact_client_config(conf: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a librdkafka config that is safe to log."""
+    return {
+        k: ("**********" if any(h in k.lower() for h in _SECRET_HINTS) else v)
+        for k, v in conf.items()
+    }
+
+
+class TopicsSettings(_Section):
+    input: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["cryptosent.tweets"])
+    output: str = "cryptosent.sentiment"
+    dead_letter: str = "cryptosent.deadletter"
+    alerts: str = "cryptosent.alerts"
+    # Used only by `--create-topics` and the demo; real clusters manage topics themselves.
+    partitions: int = Field(default=3, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+
+    _split = field_validator("input", mode="before")(_split_csv)
+
+    @field_validator("input")
+    @classmethod
+    def _non_empty(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one input topic is required")
+        return value
+
+
+class ModelSettings(_Section):
+    artifact_dir: Path = Path("models/quick")
+    device: Device = "auto"
+    precision: Precision = "auto"
+    batch_size: int = Field(default=64, ge=1, le=4096)
+    max_length: int = Field(default=128, ge=8, le=512)
+
+
+class InputFormat(_Section):
+    """Where the fields of an incoming JSON object live (dotted paths, e.g. `data.text`)."""
+
+    id_field: str = "id"
+    text_field: str = "text"
+    created_at_field: str = "created_at"
+    label_field: str = "label"
+
+
+class StreamSettings(_Section):
+    group_id: str = "cryptosent-stream"
+    group_instance_id: str | None = None
+    batch_linger_ms: int = Field(default=50, ge=0, le=60_000)
+    processing_guarantee: ProcessingGuarantee = "at_least_once"
+    transactional_id_prefix: str = "cryptosent-stream"
+    metrics_host: str = "0.0.0.0"
+    metrics_port: int = Field(default=9108, ge=0, le=65535)
+    session_timeout_ms: int = Field(default=45_000, ge=1_000)
+    max_poll_interval_ms: int = Field(default=300_000, ge=10_000)
+    max_message_bytes: int = Field(default=64 * 1024, ge=256)
+    include_text: bool = True
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    input_format: InputFormat = Field(default_factory=InputFormat)
+
+
+class TextSettings(_Section):
+    """The text pipeline's configuration. Saved inside every model artifact; serving uses the
+    artifact's copy, so what was trained on is exactly what is served."""
+
+    unescape_html: bool = True
+    # NFKC turns full-width and "mathematical bold" look-alikes (frequent in shill tweets) into
+    # plain letters the tokenizer knows.
+    unicode_normalization: Literal["NFKC", "NFC", "none"] = "NFKC"
+    remove_mentions: bool = True
+    remove_urls: bool = True
+    # "#Bitcoin" -> "Bitcoin": the word carries the sentiment-relevant signal, the '#' does not.
+    hashtags: Literal["strip_symbol", "remove", "keep"] = "strip_symbol"
+    # "$ETH.X" -> "ETH": the ticker tells which coin is discussed; '$' and the '.X' suffix
+    # (StockTwits' crypto marker) are noise.
+    cashtags: Literal["ticker", "remove", "keep"] = "ticker"
+    # Emojis carry much of the sentiment in crypto chatter (rocket, chart decreasing); a WordPiece
+    # vocabulary maps them to [UNK], so they are spelled out as words.
+    emojis: Literal["demojize", "remove", "keep"] = "demojize"
+    # The intended version of the notebook's buggy `[^w\s]`.
+    symbol_pattern: str = r"[^\w\s]"
+    lowercase: bool = False
+    min_chars: int = Field(default=3, ge=0)
+    lang_backend: LangBackend = "py3langid"
+    lang_min_confidence: float = Field(default=0.9, ge=0.0, le=1.0)
+    lang_min_chars: int = Field(default=20, ge=0)
+    lang_seed: int = 0
+
+    @field_validator("symbol_pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        import re
+
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"symbol_pattern is not a valid regular expression: {exc}") from exc
+        return value
+
+
+class DataSettings(_Section):
+    """How a CSV maps onto the Kaggle shape (`text`, `sentiment_label`)."""
+
+    text_column: str = "text"
+    label_column: str = "sentiment_label"
+    id_column: str | None = None
+    created_at_column: str | None = None
+    # Raw label value -> Positive/Negative/Neutral, e.g. {"Bullish": "Positive"}.
+    label_map: dict[str, str] = Field(default_factory=dict)
+    val_fraction: float = Field(default=0.1, gt=0.0, lt=0.5)
+    test_fraction: float = Field(default=0.1, gt=0.0, lt=0.5)
+    split_seed: int = 42
+
+
+class TrainSettings(_Section):
+    base_model: str = "minilm"
+    profile: Literal["full", "quick"] = "full"
+    epochs: float = Field(default=3.0, gt=0)
+    batch_size: int = Field(default=25, ge=1)
+    eval_batch_size: int = Field(default=64, ge=1)
+    learning_rate: float = Field(default=5e-5, gt=0, lt=1)
+    weight_decay: float = Field(default=0.01, ge=0)
+    warmup_ratio: float = Field(default=0.1, ge=0, lt=1)
+    max_grad_norm: float = Field(default=1.0, gt=0)
+    max_length: int = Field(default=128, ge=8, le=512)
+    early_stopping_patience: int = Field(default=2, ge=0)
+    evals_per_epoch: int = Field(default=1, ge=1)
+    class_weighted_loss: bool = True
+    group_by_length: bool = True
+    max_samples: int | None = Field(default=None, ge=10)
+    seed: int = 42
+    device: Device = "auto"
+    precision: Precision = "auto"
+    num_threads: int | None = Field(default=None, ge=1)
+    out: Path = Path("models/latest")
+    overwrite: bool = False
+
+
+class AlertsSettings(_Section):
+    group_id: str = "cryptosent-alerts"
+    windows_s: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [60, 900])
+    allowed_lateness_s: float = Field(default=30.0, ge=0)
+    bullish_threshold_high: float = Field(default=0.7, ge=0, le=1)
+    bullish_threshold_low: float = Field(default=0.3, ge=0, le=1)
+    zscore_k: float = Field(default=3.0, gt=0)
+    trailing_windows: int = Field(default=20, ge=2)
+    volume_spike_factor: float = Field(default=3.0, gt=1)
+    min_volume: int = Field(default=10, ge=1)
+    lookback_s: float = Field(default=3600.0, ge=0)
+
+    _split = field_validator("windows_s", mode="before")(_split_csv)
+
+
+class DashboardSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8050, ge=0, le=65535)
+    group_id: str = "cryptosent-dashboard"
+    recent: int = Field(default=50, ge=1, le=1000)
+
+
+class DemoSettings(_Section):
+    replay_csv: Path | None = None
+    limit: int = Field(default=2000, ge=1)
+    rate: float = Field(default=200.0, gt=0)
+
+
+class BrokerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=0, ge=0, le=65535)  # 0 picks a free port
+    binary: Path | None = None
+    startup_timeout_s: float = Field(default=15.0, gt=0)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CRYPTOSENT_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="forbid",
+        validate_assignment=True,
+    )
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["auto", "json", "console"] = "auto"
+    # CRYPTOSENT_DEMO_DATA: a Kaggle-shape CSV for the demo model; the packaged sample when unset.
+    demo_data: Path | None = None
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    topics: TopicsSettings = Field(default_factory=TopicsSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    stream: StreamSettings = Field(default_factory=StreamSettings)
+    text: TextSettings = Field(default_factory=TextSettings)
+    data: DataSettings = Field(default_factory=DataSettings)
+    train: TrainSettings = Field(default_factory=TrainSettings)
+    alerts: AlertsSettings = Field(default_factory=AlertsSettings)
+    dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
+    demo: DemoSettings = Field(default_factory=DemoSettings)
+    broker: BrokerSettings = Field(default_factory=BrokerSettings)
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Settings:
+        if self.alerts.bullish_threshold_low >= self.alerts.bullish_threshold_high:
+            raise ValueError("alerts.bullish_threshold_low must be below bullish_threshold_high")
+        return self
+
+    def redacted(self) -> dict[str, Any]:
+        """A JSON-safe dump for logs: SecretStr fields stay masked, pass-through secrets too."""
+        dumped = self.model_dump(mode="json")
+        dumped["kafka"]["extra"] = redact_client_config(dumped["kafka"]["extra"])
+        return dumped
+
+
+def merge_overrides(base: dict[str, Any], dotted: dict[str, Any]) -> dict[str, Any]:
+    """Fold dotted CLI overrides (`kafka.bootstrap_servers`) into a nested dict, skipping None."""
+    out: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in base.items()}
+    for key, value in dotted.items():
+        if value is None:
+            continue
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = {}
+                node[part] = child
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def setting_env_names(model: type[BaseModel] = Settings, prefix: str = "CRYPTOSENT_") -> set[str]:
+    """Every environment variable name that maps onto a setting (nested with `__`)."""
+    names: set[str] = set()
+    for name, info in model.model_fields.items():
+        env = f"{prefix}{name.upper()}"
+        names.add(env)
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            names |= setting_env_names(annotation, f"{env}__")
+    return names
+
+
+def unknown_env_names(environ: dict[str, str]) -> list[str]:
+    """`CRYPTOSENT_*` variables that name no setting: a typo would otherwise be silently ignored."""
+    known = setting_env_names()
+    return sorted(
+        k for k in environ if k.upper().startswith("CRYPTOSENT_") and k.upper() not in known
+    )
+
+
+def load_settings(
+    overrides: dict[str, Any] | None = None, *, env_file: str | Path | None = ".env"
+) -> Settings:
+    """Build the settings tree. `overrides` are dotted CLI values (None means not given).
+
+    Nested overrides are applied on top of what env/.env produced, section by section, so a flag
+    for `kafka.bootstrap_servers` does not wipe `CRYPTOSENT_KAFKA__SASL_USERNAME`.
+    """
+    import os
+
+    unknown = unknown_env_names(dict(os.environ))
+    if unknown:
+        raise ValueError(f"unknown setting(s) in the environment: {', '.join(unknown)}")
+    from_env = Settings(_env_file=env_file)
+    if not overrides or all(v is None for v in overrides.values()):
+        return from_env
+    merged = merge_overrides(from_env.model_dump(), overrides)
+    return Settings.model_validate(merged)

@@ -1,0 +1,284 @@
+"""The one text pipeline: the trainer cleans its training data with it and the stream cleans every
+incoming tweet with it, configured by the `TextSettings` saved in the model artifact.
+
+`clean` is a single pass whose step order makes it idempotent (`clean(clean(x)) == clean(x)`):
+every step either removes characters that later steps never reintroduce or inserts only word
+characters and spaces, and the symbol removal that strips the markers (`#`, `$`, `@`, `://`)
+runs last, so a second pass finds nothing left to match.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import unicodedata
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ops.errors import UserError
+from ops.settings import TextSettings
+from schemas.messages import SkipReason
+
+if TYPE_CHECKING:
+    from stream.lang import LanguageFilter
+
+__all__ = ["CleanResult", "TextPipeline"]
+
+# Lone surrogates (valid in a JSON string, invalid in UTF-8) and control characters other than
+# whitespace would make the cleaned text unencodable or invisible-but-different, whatever
+# `symbol_pattern` a user configured, so they always go.
+_UNSAFE = re.compile(r"[\ud800-\udfff\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x84\x86-\x9f]")
+
+# Top-level domains common enough in tweets to recognise a bare `example.com` without a path.
+_STRONG_TLDS = (
+    "com|net|org|io|xyz|gg|ly|info|finance|app|biz|dev|online|site|news|network|exchange|"
+    "money|cash|market|link|page|club|top|live|world|tech|crypto|eth|nft"
+)
+# TLDs that are also short words or abbreviations ("it.so", "e.g.in"): treated as a link only
+# with a path, which covers `t.co/abc` and `bit.ly`-style shorteners.
+_WEAK_TLDS = (
+    "co|me|to|in|it|us|so|de|es|fr|tv|ai|uk|ru|jp|cn|kr|br|eu|ca|au|nl|ch|se|fi|im|sh|tk|be|at"
+)
+_URL = re.compile(
+    r"(?:https?|ftp)://\S*"
+    r"|\bwww\.\S*"
+    rf"|\b(?:[a-z0-9](?:[a-z0-9-]{{0,61}}[a-z0-9])?\.)+(?:{_STRONG_TLDS})\b(?:/\S*)?"
+    rf"|\b(?:[a-z0-9](?:[a-z0-9-]{{0,61}}[a-z0-9])?\.)+(?:{_WEAK_TLDS})/\S*",
+    re.IGNORECASE,
+)
+# Unconditional: a handle glued to a word ("thanks@bob") is still a handle, never sentiment.
+_MENTION = re.compile(r"@\w+")
+_HASHTAG = re.compile(r"#(\w+)")
+# A ticker starts with a letter, so "$1,200" and "$5k" are prices, not cashtags. StockTwits marks
+# crypto with a ".X" suffix ("$ETH.X"); other venues use similar one- or two-letter suffixes.
+_CASHTAG = re.compile(
+    r"\$([A-Za-z][A-Za-z0-9]{0,14})(?:\.[A-Za-z]{1,2}(?![A-Za-z0-9]))?(?![A-Za-z0-9])"
+)
+_APOSTROPHES = "'\u2019\u02bc\u2018"
+_LINE_BREAKS = re.compile(r"\r\n?")
+_HAS_DIGIT = re.compile(r"\d")
+_NON_WORD = re.compile(r"[^\w\s]|_")
+
+
+def _collapse(text: str) -> str:
+    # str.split() and `\s` share one definition of whitespace (str.isspace), so this collapses
+    # exactly what the symbol pattern spares as whitespace.
+    return " ".join(text.split())
+
+
+def _unescape(text: str) -> str:
+    # Double-escaped entities ("&amp;#39;") are common in scraped tweets; each round that changes
+    # anything shortens the text, so the loop ends.
+    while "&" in text:
+        unescaped = html.unescape(text)
+        if unescaped == text:
+            break
+        text = unescaped
+    return text
+
+
+def _emoji_words(chars: str, data: dict[str, str]) -> str:
+    del chars
+    name = data.get("en", "").strip(":").replace("_", " ")
+    return f" {name} "
+
+
+def _emoji_space(chars: str, data: dict[str, str]) -> str:
+    del chars, data
+    return " "
+
+
+@dataclass(frozen=True, slots=True)
+class CleanResult:
+    text: str | None
+    skip_reason: SkipReason | None
+    language: str | None
+
+    @property
+    def kept(self) -> bool:
+        return self.skip_reason is None
+
+
+@dataclass(frozen=True, slots=True)
+class _Cleaned:
+    text: str
+    # What the language filter looks at: the cleaned words minus everything language-neutral
+    # (tickers, hashtags, emoji names, numbers) that would otherwise pull every text towards
+    # English ("rocket", "ETH") or towards noise.
+    lang_view: str
+
+
+class TextPipeline:
+    """Cleaning, the minimum-length rule and the English filter, as one configured object."""
+
+    def __init__(self, config: TextSettings) -> None:
+        self._config = config
+        try:
+            self._symbols = re.compile(config.symbol_pattern)
+        except re.error as exc:
+            raise UserError(
+                f"text.symbol_pattern is not a valid regular expression: {exc}",
+                hint="fix CRYPTOSENT_TEXT__SYMBOL_PATTERN or the artifact's text settings",
+            ) from None
+        if self._symbols.fullmatch("") is not None:
+            raise UserError(
+                f"text.symbol_pattern {config.symbol_pattern!r} matches the empty string",
+                hint="use a pattern that matches at least one character, e.g. [^\\w\\s]",
+            )
+        # Contractions lose their apostrophe without a gap ("don't" -> "dont", "Bitcoin's" ->
+        # "Bitcoins") instead of splitting into a stray letter, but only for the apostrophes
+        # the symbol pattern would remove anyway.
+        removed = "".join(a for a in _APOSTROPHES if self._symbols.fullmatch(a))
+        self._contraction: re.Pattern[str] | None = (
+            re.compile(rf"(?<=\w)[{re.escape(removed)}](?=\w)") if removed else None
+        )
+        protect: list[str] = []
+        if config.hashtags == "keep":
+            protect.append(_HASHTAG.pattern)
+        if config.cashtags == "keep":
+            protect.append(_CASHTAG.pattern)
+        self._protect = re.compile("|".join(protect)) if protect else None
+        self._lang: LanguageFilter | None = None
+
+    @property
+    def config(self) -> TextSettings:
+        return self._config
+
+    # -- cleaning -------------------------------------------------------------------------------
+
+    def clean(self, raw: str) -> str:
+        return self._clean(raw, want_lang_view=False).text
+
+    def _clean(self, raw: str, *, want_lang_view: bool) -> _Cleaned:
+        cfg = self._config
+        text = _UNSAFE.sub(" ", raw)
+        if cfg.unescape_html:
+            text = _unescape(text)
+            text = _UNSAFE.sub(" ", text)
+        # NFKC first so that full-width and "mathematical bold" look-alikes (common in spam and
+        # shill tweets) are plain letters for every later pattern and for the tokenizer.
+        if cfg.unicode_normalization != "none":
+            text = unicodedata.normalize(cfg.unicode_normalization, text)
+        text = _collapse(_LINE_BREAKS.sub("\n", text))
+        # Links before mentions: a URL may contain "@" (medium.com/@user/post).
+        if cfg.remove_urls:
+            text = _URL.sub(" ", text)
+        if cfg.remove_mentions:
+            text = _MENTION.sub(" ", text)
+        lang_view = self._lang_view(text) if want_lang_view else ""
+
+        if cfg.hashtags == "strip_symbol":
+            text = _HASHTAG.sub(r" \1", text)
+        elif cfg.hashtags == "remove":
+            text = _HASHTAG.sub(" ", text)
+        if cfg.cashtags == "ticker":
+            text = _CASHTAG.sub(r" \1 ", text)
+        elif cfg.cashtags == "remove":
+            text = _CASHTAG.sub(" ", text)
+        if cfg.emojis != "keep":
+            text = _replace_emoji(text, _emoji_words if cfg.emojis == "demojize" else _emoji_space)
+        if cfg.lowercase:
+            # Before the symbol removal: lowercasing can emit combining marks ("İ" -> "i̇")
+            # that the symbol pattern then removes, so a second pass finds nothing to change.
+            text = text.lower()
+        text = self._remove_symbols(text)
+        if cfg.unicode_normalization != "none":
+            # Removing an apostrophe can join two Hangul jamo into a composable pair.
+            text = unicodedata.normalize(cfg.unicode_normalization, text)
+        return _Cleaned(_collapse(text), lang_view)
+
+    def _remove_symbols(self, text: str) -> str:
+        if self._contraction is not None:
+            text = self._contraction.sub("", text)
+        spans = self._protected_spans(text)
+        if not spans:
+            return self._symbols.sub(" ", text)
+        parts: list[str] = []
+        pos = 0
+        for start, end in spans:
+            parts.append(self._symbols.sub(" ", text[pos:start]))
+            # Spaces around a kept token so that removing its neighbours cannot glue it to a
+            # word and change how the next pass reads it.
+            parts.append(f" {text[start:end]} ")
+            pos = end
+        parts.append(self._symbols.sub(" ", text[pos:]))
+        return "".join(parts)
+
+    def _protected_spans(self, text: str) -> list[tuple[int, int]]:
+        spans: list[tuple[int, int]] = []
+        if self._protect is not None:
+            spans.extend(m.span() for m in self._protect.finditer(text))
+        if self._config.emojis == "keep":
+            spans.extend((e["match_start"], e["match_end"]) for e in _emoji_list(text))
+        if not spans:
+            return spans
+        spans.sort()
+        merged: list[tuple[int, int]] = [spans[0]]
+        for start, end in spans[1:]:
+            last_start, last_end = merged[-1]
+            if start < last_end:
+                merged[-1] = (last_start, max(last_end, end))
+            else:
+                merged.append((start, end))
+        return merged
+
+    @staticmethod
+    def _lang_view(text: str) -> str:
+        text = _MENTION.sub(" ", _URL.sub(" ", text))
+        text = _HASHTAG.sub(" ", text)
+        text = _CASHTAG.sub(" ", text)
+        text = _replace_emoji(text, _emoji_space)
+        words = _NON_WORD.sub(" ", text).split()
+        return " ".join(w for w in words if not _HAS_DIGIT.search(w))
+
+    # -- filtering ------------------------------------------------------------------------------
+
+    def language_filter(self) -> LanguageFilter:
+        """Built on first use: loading a language model is not import-time work."""
+        if self._lang is None:
+            from stream.lang import LanguageFilter
+
+            self._lang = LanguageFilter(self._config)
+        return self._lang
+
+    def process(self, raw: str) -> CleanResult:
+        return self.process_batch([raw])[0]
+
+    def process_batch(self, raws: Sequence[str]) -> list[CleanResult]:
+        want_lang = self._config.lang_backend != "none"
+        cleaned = [self._clean(raw, want_lang_view=want_lang) for raw in raws]
+        results: list[CleanResult | None] = []
+        to_judge: list[int] = []
+        for i, item in enumerate(cleaned):
+            if not item.text:
+                results.append(CleanResult(None, SkipReason.EMPTY_AFTER_CLEANING, None))
+            elif len(item.text) < self._config.min_chars:
+                results.append(CleanResult(None, SkipReason.TOO_SHORT, None))
+            elif not want_lang:
+                results.append(CleanResult(item.text, None, None))
+            else:
+                results.append(None)
+                to_judge.append(i)
+        if to_judge:
+            verdicts = self.language_filter().judge_batch([cleaned[i].lang_view for i in to_judge])
+            for i, verdict in zip(to_judge, verdicts, strict=True):
+                if verdict.english:
+                    results[i] = CleanResult(cleaned[i].text, None, verdict.language)
+                else:
+                    results[i] = CleanResult(None, SkipReason.NON_ENGLISH, verdict.language)
+        return [r for r in results if r is not None]
+
+
+def _replace_emoji(text: str, replace: Callable[[str, dict[str, str]], str]) -> str:
+    import emoji
+
+    result: str = emoji.replace_emoji(text, replace=replace)
+    return result
+
+
+def _emoji_list(text: str) -> list[dict[str, int]]:
+    import emoji
+
+    found: list[dict[str, int]] = emoji.emoji_list(text)
+    return found

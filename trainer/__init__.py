@@ -1,0 +1,1 @@
+"""The offline trainer: data preparation, fine-tuning, evaluation and the model artifact."""
