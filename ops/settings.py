@@ -136,6 +136,16 @@ class StreamSettings(_Section):
     include_text: bool = True
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     input_format: InputFormat = Field(default_factory=InputFormat)
+    # Messages per micro-batch taken from Kafka; None = 4 x model.batch_size. Length bucketing
+    # (plan_batches into forward batches of model.batch_size) happens inside a micro-batch, so a
+    # micro-batch several forward batches wide pads far less than one forward batch's worth.
+    batch_max_messages: int | None = Field(default=None, ge=1, le=65_536)
+    # At-least-once: how often delivered offsets are committed (also on revoke and shutdown).
+    commit_interval_ms: int = Field(default=1000, ge=10, le=60_000)
+    transaction_timeout_ms: int = Field(default=60_000, ge=1_000)
+    # TEST-ONLY hook: sleep this long before each micro-batch's forward passes, so a test can
+    # kill the worker at a moment when it is known to hold no open transaction. Keep at 0.
+    debug_inference_delay_s: float = Field(default=0.0, ge=0.0, le=60.0)
 
 
 class TextSettings(_Section):
@@ -161,8 +171,11 @@ class TextSettings(_Section):
     lowercase: bool = False
     min_chars: int = Field(default=3, ge=0)
     lang_backend: LangBackend = "py3langid"
-    lang_min_confidence: float = Field(default=0.9, ge=0.0, le=1.0)
+    lang_min_confidence: float = Field(default=0.95, ge=0.0, le=1.0)
     lang_min_chars: int = Field(default=20, ge=0)
+    # A text whose letters are mostly non-Latin (and at least this many) is not English however
+    # short it is; see `stream.lang`.
+    lang_min_script_letters: int = Field(default=2, ge=1)
     lang_seed: int = 0
 
     @field_validator("symbol_pattern")
@@ -216,25 +229,68 @@ class TrainSettings(_Section):
 
 
 class AlertsSettings(_Section):
+    """`cryptosent alerts`: tumbling event-time windows over the output topic and the rules that
+    turn a closed window into an `Alert`. See docs/operations.md for the semantics."""
+
     group_id: str = "cryptosent-alerts"
+    # Tumbling windows aligned to the epoch, one index per length.
     windows_s: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [60, 900])
+    # A window closes once the watermark (max event time seen - this) passes its end; records
+    # for a closed window are counted as dropped-late.
     allowed_lateness_s: float = Field(default=30.0, ge=0)
     bullish_threshold_high: float = Field(default=0.7, ge=0, le=1)
     bullish_threshold_low: float = Field(default=0.3, ge=0, le=1)
     zscore_k: float = Field(default=3.0, gt=0)
+    # A floor under the trailing standard deviation: a perfectly flat history would otherwise
+    # turn the smallest wobble into an infinite z-score.
+    zscore_min_std: float = Field(default=0.02, ge=0, le=1)
     trailing_windows: int = Field(default=20, ge=2)
+    # The z-score and volume rules stay quiet until this many windows of history exist.
+    min_trailing_windows: int = Field(default=5, ge=2)
     volume_spike_factor: float = Field(default=3.0, gt=1)
+    # Windows with fewer classified records are not judged on their ratio (too noisy).
     min_volume: int = Field(default=10, ge=1)
+    # On (re)start, records produced this long ago or later are re-read to rebuild the windows.
     lookback_s: float = Field(default=3600.0, ge=0)
+    commit_interval_s: float = Field(default=5.0, gt=0)
+    session_timeout_ms: int = Field(default=45_000, ge=1_000)
+    # Prometheus endpoint of the alerts service; None = no endpoint.
+    metrics_host: str = "0.0.0.0"
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
 
     _split = field_validator("windows_s", mode="before")(_split_csv)
+
+    @field_validator("windows_s")
+    @classmethod
+    def _positive_unique(cls, value: list[int]) -> list[int]:
+        if not value or any(w <= 0 for w in value):
+            raise ValueError("windows_s needs at least one positive window length")
+        return sorted(set(value))
+
+    @model_validator(mode="after")
+    def _history_fits(self) -> AlertsSettings:
+        if self.min_trailing_windows > self.trailing_windows:
+            raise ValueError("min_trailing_windows must not exceed trailing_windows")
+        return self
 
 
 class DashboardSettings(_Section):
     host: str = "127.0.0.1"
-    port: int = Field(default=8050, ge=0, le=65535)
+    port: int = Field(default=8050, ge=0, le=65535)  # 0 picks a free port
+    # Only names the client: the dashboard assigns itself every partition and never commits, so
+    # each replica shows everything.
     group_id: str = "cryptosent-dashboard"
     recent: int = Field(default=50, ge=1, le=1000)
+    # On start, records produced this long ago or later are read to fill the page.
+    lookback_s: float = Field(default=900.0, ge=0)
+    # The chart's x axis: when the tweet was written (event time, processed time when absent)
+    # or when the stream classified it (a live view of a replay of old tweets).
+    time_axis: Literal["event", "processed"] = "processed"
+    bucket_s: int = Field(default=5, ge=1, le=86_400)
+    # The plotted bullish ratio is over this trailing span of buckets.
+    rolling_s: int = Field(default=60, ge=1, le=86_400)
+    max_points: int = Field(default=360, ge=10, le=10_000)
+    push_interval_s: float = Field(default=1.0, gt=0, le=60)
 
 
 class DemoSettings(_Section):

@@ -19,6 +19,7 @@ import numpy as np
 
 from ops.errors import UserError
 from ops.settings import Device, Precision
+from schemas.messages import Label
 from stream.artifact import ArtifactMeta, read_meta
 
 if TYPE_CHECKING:
@@ -125,6 +126,11 @@ class SentimentModel:
     @property
     def temperature(self) -> float:
         return self.meta.temperature
+
+    @property
+    def labels(self) -> list[Label]:
+        """Class labels in logit-column order."""
+        return list(self.meta.labels)
 
     def encode(self, texts: Sequence[str]) -> Encoded:
         """Tokenize with truncation at max_length and no padding (padding happens per batch)."""

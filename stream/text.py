@@ -56,6 +56,7 @@ _CASHTAG = re.compile(
     r"\$([A-Za-z][A-Za-z0-9]{0,14})(?:\.[A-Za-z]{1,2}(?![A-Za-z0-9]))?(?![A-Za-z0-9])"
 )
 _APOSTROPHES = "'\u2019\u02bc\u2018"
+_ANY_CONTRACTION = re.compile(rf"(?<=\w)[{_APOSTROPHES}](?=\w)")
 _LINE_BREAKS = re.compile(r"\r\n?")
 _HAS_DIGIT = re.compile(r"\d")
 _NON_WORD = re.compile(r"[^\w\s]|_")
@@ -210,7 +211,7 @@ class TextPipeline:
         if self._protect is not None:
             spans.extend(m.span() for m in self._protect.finditer(text))
         if self._config.emojis == "keep":
-            spans.extend((e["match_start"], e["match_end"]) for e in _emoji_list(text))
+            spans.extend(_emoji_spans(text))
         if not spans:
             return spans
         spans.sort()
@@ -226,9 +227,10 @@ class TextPipeline:
     @staticmethod
     def _lang_view(text: str) -> str:
         text = _MENTION.sub(" ", _URL.sub(" ", text))
+        text = _ANY_CONTRACTION.sub("", text)
         text = _HASHTAG.sub(" ", text)
         text = _CASHTAG.sub(" ", text)
-        text = _replace_emoji(text, _emoji_space)
+        # Emojis are symbols (So/Sk/Cf/Mn), never word characters, so the symbol pass drops them.
         words = _NON_WORD.sub(" ", text).split()
         return " ".join(w for w in words if not _HAS_DIGIT.search(w))
 
@@ -271,14 +273,19 @@ class TextPipeline:
 
 
 def _replace_emoji(text: str, replace: Callable[[str, dict[str, str]], str]) -> str:
+    if text.isascii():
+        # Every emoji is outside ASCII; the emoji tokenizer walks the text one character at a
+        # time in Python, the slowest step of the pipeline by far.
+        return text
     import emoji
 
     result: str = emoji.replace_emoji(text, replace=replace)
     return result
 
 
-def _emoji_list(text: str) -> list[dict[str, int]]:
+def _emoji_spans(text: str) -> list[tuple[int, int]]:
+    if text.isascii():
+        return []
     import emoji
 
-    found: list[dict[str, int]] = emoji.emoji_list(text)
-    return found
+    return [(e["match_start"], e["match_end"]) for e in emoji.emoji_list(text)]

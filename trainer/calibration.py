@@ -78,7 +78,10 @@ def expected_calibration_error(
     if n == 0:
         return 0.0
     return float(
-        sum(b.count / n * abs(b.accuracy - b.confidence) for b in reliability_bins(probs, labels, n_bins))
+        sum(
+            b.count / n * abs(b.accuracy - b.confidence)
+            for b in reliability_bins(probs, labels, n_bins)
+        )
     )
 
 
@@ -88,7 +91,9 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
     return out
 
 
-def negative_log_likelihood(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> float:
+def negative_log_likelihood(
+    logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0
+) -> float:
     """Mean NLL of softmax(logits / T)."""
     z = np.asarray(logits, dtype=np.float64)
     y = np.asarray(labels).astype(np.int64).ravel()

@@ -59,7 +59,7 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, A
         for i in (NEGATIVE, POSITIVE)
     }
     return {
-        "n": int(len(y)),
+        "n": len(y),
         "accuracy": _rounded(accuracy_score(y, pred)),
         "macro_f1": _rounded(
             f1_score(y, pred, labels=[NEGATIVE, POSITIVE], average="macro", zero_division=0)

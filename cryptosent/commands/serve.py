@@ -1,0 +1,169 @@
+"""`cryptosent serve`: classify a topic of tweets into a topic of sentiment records."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from cryptosent.common import add_global_args, add_kafka_args, settings_from_args
+from ops.logging import get_logger
+
+
+def register(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "serve",
+        help="consume tweets, classify them in micro-batches, produce sentiment records",
+        description="A consumer-group worker: reads TweetIn JSON from the input topic(s), writes "
+        "one SentimentOut per input to the output topic (or one DeadLetter to the dead-letter "
+        "topic). SIGTERM/SIGINT finish the in-flight batch, commit and exit 0; a second signal "
+        "exits at once.",
+    )
+    add_global_args(p)
+    add_kafka_args(p)
+    p.add_argument(
+        "--model",
+        dest="model.artifact_dir",
+        metavar="DIR",
+        type=Path,
+        default=None,
+        help="artifact directory written by `cryptosent train`",
+    )
+    t = p.add_argument_group("topics")
+    t.add_argument(
+        "--input-topic", dest="topics.input", metavar="TOPICS", default=None, help="comma list"
+    )
+    t.add_argument("--output-topic", dest="topics.output", metavar="TOPIC", default=None)
+    t.add_argument("--dead-letter-topic", dest="topics.dead_letter", metavar="TOPIC", default=None)
+    t.add_argument(
+        "--create-topics",
+        action="store_true",
+        help="create missing topics (topics.partitions partitions) instead of failing",
+    )
+    g = p.add_argument_group("consumer group and delivery")
+    g.add_argument("--group-id", dest="stream.group_id", metavar="ID", default=None)
+    g.add_argument(
+        "--group-instance-id",
+        dest="stream.group_instance_id",
+        metavar="ID",
+        default=None,
+        help="static membership; also makes the transactional.id stable",
+    )
+    g.add_argument(
+        "--processing-guarantee",
+        dest="stream.processing_guarantee",
+        choices=["at_least_once", "exactly_once"],
+        default=None,
+    )
+    b = p.add_argument_group("batching and model")
+    b.add_argument(
+        "--batch-size",
+        dest="model.batch_size",
+        metavar="N",
+        type=int,
+        default=None,
+        help="sequences per forward pass",
+    )
+    b.add_argument(
+        "--batch-max-messages",
+        dest="stream.batch_max_messages",
+        metavar="N",
+        type=int,
+        default=None,
+        help="inputs per micro-batch (default 4 x --batch-size)",
+    )
+    b.add_argument(
+        "--linger-ms", dest="stream.batch_linger_ms", metavar="MS", type=int, default=None
+    )
+    b.add_argument("--device", dest="model.device", choices=["auto", "cpu", "cuda"], default=None)
+    b.add_argument(
+        "--precision",
+        dest="model.precision",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        default=None,
+    )
+    b.add_argument(
+        "--max-length", dest="model.max_length", metavar="TOKENS", type=int, default=None
+    )
+    o = p.add_argument_group("operations")
+    o.add_argument("--metrics-host", dest="stream.metrics_host", metavar="HOST", default=None)
+    o.add_argument(
+        "--metrics-port",
+        dest="stream.metrics_port",
+        metavar="PORT",
+        type=int,
+        default=None,
+        help="0 = a free port (logged)",
+    )
+    o.add_argument(
+        "--max-messages",
+        type=int,
+        default=None,
+        metavar="N",
+        help="stop after N inputs (benchmarks, tests)",
+    )
+    o.add_argument(
+        "--idle-exit-s",
+        type=float,
+        default=None,
+        metavar="S",
+        help="exit 0 after S seconds without input (demos, tests)",
+    )
+    p.set_defaults(handler=run)
+
+
+def install_signal_handlers(stop: threading.Event) -> None:
+    """First SIGTERM/SIGINT: finish in-flight work and exit 0. Second: exit 130 immediately."""
+    log = get_logger("cryptosent.serve")
+
+    def _on_signal(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set():
+            print("second signal: exiting now", file=sys.stderr, flush=True)
+            os._exit(130)
+        log.info("shutdown_requested", signal=signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    log = get_logger("cryptosent.serve")
+    stop = threading.Event()
+    install_signal_handlers(stop)
+
+    from stream.artifact import read_meta
+    from stream.consumer import StreamError, StreamWorker, ensure_topics
+    from stream.inference import load_model
+
+    # Cheap checks first, so a typo fails in a second, not after the model loaded.
+    read_meta(settings.model.artifact_dir)
+    ensure_topics(settings, create=bool(args.create_topics))
+    model = load_model(
+        settings.model.artifact_dir,
+        device=settings.model.device,
+        precision=settings.model.precision,
+        max_length=settings.model.max_length,
+    )
+    log.info(
+        "serve_starting",
+        settings=settings.redacted(),
+        model_version=model.model_version,
+        device=str(model.device),
+        autocast=str(model.autocast_dtype),
+    )
+    worker = StreamWorker(
+        settings, model, max_messages=args.max_messages, idle_exit_s=args.idle_exit_s
+    )
+    try:
+        worker.run(stop)
+    except StreamError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,33 @@
+"""Shared test helpers."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# The read-only data sets live next to the checkout (../shared/data); some machines copy them
+# into it (shared/data).
+SHARED_DATA_DIRS = (ROOT / "shared" / "data", ROOT.parent / "shared" / "data")
+
+
+def shared_data_path(name: str) -> Path:
+    """A shared data file; missing, the test fails under CI and is skipped elsewhere."""
+    for directory in SHARED_DATA_DIRS:
+        candidate = directory / name
+        if candidate.is_file():
+            return candidate
+    where = " or ".join(str(d) for d in SHARED_DATA_DIRS)
+    message = f"shared data file {name} not found in {where}"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Callable[[str], Path]:
+    """`shared_data("stocktwits_eth_2022_labeled.csv")` -> its path (see `shared_data_path`)."""
+    return shared_data_path

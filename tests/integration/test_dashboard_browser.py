@@ -1,0 +1,182 @@
+"""End to end in a real browser: replay -> serve (tiny random BERT) -> dashboard -> headless
+Chromium. Playwright drives Debian's /usr/bin/chromium over the DevTools protocol; no browser is
+downloaded (`playwright install` is never run).
+
+The screenshot lands in the test's tmp_path and in tests/output/dashboard.png.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from ops.settings import KafkaSettings, Settings
+from schemas.alerts import AlertDirection, AlertKind
+from schemas.messages import SentimentOut
+from stream.alerts import Decision, WindowStats, build_alert
+from stream.dashboard.app import Dashboard
+from tests.integration.synthetic import produce_raw, read_all, wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.browser]
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO_CSV = ROOT / "stream" / "demo_data" / "crypto_tweets_demo_stream.csv"
+SCREENSHOT = ROOT / "tests" / "output" / "dashboard.png"
+N_TWEETS = 60
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--disable-dev-shm-usage",
+]
+
+
+def _chromium() -> str:
+    found = os.environ.get("CRYPTOSENT_CHROMIUM") or shutil.which("chromium")
+    found = found or shutil.which("chromium-browser")
+    if found is None:
+        message = "Chromium not installed (apt-get install chromium)"
+        if os.environ.get("CI"):
+            pytest.fail(message)  # CI installs it: a missing browser is a broken CI image
+        pytest.skip(message)
+    return found
+
+
+@pytest.fixture
+def browser_page(tmp_path: Path) -> Iterator[object]:
+    executable = _chromium()
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail("the playwright Python package is not installed")
+        pytest.skip("the playwright Python package is not installed")
+    with sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"),  # a fresh --user-data-dir
+            executable_path=executable,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 900},
+            timezone_id="UTC",
+        )
+        try:
+            yield context.pages[0] if context.pages else context.new_page()
+        finally:
+            context.close()
+
+
+def test_dashboard_shows_replayed_stream_in_chromium(
+    kafka_settings: KafkaSettings,
+    make_topic: Callable[..., str],
+    tmp_path: Path,
+    browser_page: object,
+) -> None:
+    from playwright.sync_api import Page
+
+    from stream.consumer import StreamWorker
+    from stream.inference import load_model
+    from stream.replay import replay
+    from tests.tiny_model import make_tiny_artifact
+
+    page = browser_page
+    assert isinstance(page, Page)
+    inp, out = make_topic("in", 2), make_topic("out", 2)
+    dlq, alerts = make_topic("dlq"), make_topic("alerts")
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        kafka=kafka_settings,
+        topics={"input": [inp], "output": out, "dead_letter": dlq, "alerts": alerts},
+        model={"batch_size": 16, "device": "cpu"},
+        stream={
+            "group_id": f"g-{inp}",
+            "session_timeout_ms": 6000,
+            "metrics_host": "127.0.0.1",
+            "metrics_port": 0,
+            "batch_linger_ms": 20,
+        },
+        dashboard={"port": 0, "bucket_s": 1, "rolling_s": 10, "push_interval_s": 0.25},
+    )
+    model = load_model(make_tiny_artifact(tmp_path / "model"), device="cpu")
+
+    with Dashboard(settings) as dash:
+        # 1. replay through serve
+        stop = threading.Event()
+        worker = StreamWorker(settings, model, max_messages=N_TWEETS, serve_http=False)
+        errors: list[BaseException] = []
+
+        def serve() -> None:
+            try:
+                worker.run(stop)
+            except BaseException as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=serve, name="serve", daemon=True)
+        thread.start()
+        wait_until(lambda: bool(worker.assigned) or bool(errors), 60, "serve's assignment")
+        # Paced, so the records are classified over a few seconds: several points on the chart.
+        summary = replay(kafka_settings, DEMO_CSV, inp, limit=N_TWEETS, rate=20, progress=False)
+        assert summary.sent == N_TWEETS
+        thread.join(90)
+        assert not thread.is_alive(), "serve did not finish the replay"
+        assert not errors, errors
+
+        # One alert, as `cryptosent alerts` would publish it, for the alerts pane.
+        start = int(datetime.now(tz=UTC).timestamp()) // 60 * 60
+        window = WindowStats(60, start, classified=20, positive=17, sum_p_positive=15.0)
+        decision = Decision(AlertKind.THRESHOLD_CROSSED, AlertDirection.UP, window, 0.85, 0.7)
+        alert = build_alert(decision, datetime.now(tz=UTC))
+        produce_raw(kafka_settings, alerts, [(alert.alert_id, alert.model_dump_json())])
+
+        outputs = [SentimentOut.model_validate_json(v) for v in read_all(kafka_settings, out)]
+        assert len(outputs) == N_TWEETS
+        classified_ids = {o.id for o in outputs if o.status.value == "classified"}
+        assert classified_ids
+
+        # 2. open the page
+        page.goto(dash.url)
+        # 3. wait until the chart, the tweet list and the alert show the replayed records
+        page.wait_for_function(
+            """([n]) => {
+                const app = document.getElementById('app');
+                return Number(app.dataset.records) >= n
+                    && Number(app.dataset.chartPoints) > 0
+                    && Number(app.dataset.alerts) > 0
+                    && document.querySelectorAll('#chart canvas').length > 0;
+            }""",
+            arg=[N_TWEETS],
+            timeout=30_000,
+        )
+        shown = page.eval_on_selector_all(
+            "tr[data-tweet-id]", "rows => rows.map(r => r.dataset.tweetId)"
+        )
+        assert shown, "no tweet rows"
+        assert set(shown) <= classified_ids
+        assert len(shown) == min(len(classified_ids), settings.dashboard.recent)
+        assert page.get_attribute("#app", "data-classified") == str(len(classified_ids))
+        assert page.locator(f'li[data-alert-id="{alert.alert_id}"]').count() == 1
+        assert page.get_attribute("#status", "data-connected") == "true"
+        canvas = page.eval_on_selector("#chart canvas", "c => [c.width, c.height]")
+        assert canvas[0] > 100
+        assert canvas[1] > 100
+        health = page.request.get(dash.url + "healthz")
+        assert health.status == 200
+
+        # 4. screenshot
+        shot = tmp_path / "dashboard.png"
+        page.screenshot(path=str(shot), full_page=True)
+        assert shot.stat().st_size > 10_000
+        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shot, SCREENSHOT)
+    assert not dash.running

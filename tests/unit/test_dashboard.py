@@ -1,0 +1,130 @@
+"""The dashboard's state and web app, without Kafka."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import UTC, datetime
+
+import pytest
+from starlette.testclient import TestClient
+
+from schemas.alerts import Alert, AlertDirection, AlertKind
+from schemas.messages import Label, SentimentOut, SkipReason, SourceRef, Status
+from stream.dashboard.app import STATIC_DIR, create_app
+from stream.dashboard.state import DashboardState
+
+T0 = 1_767_225_600
+
+
+def rec(
+    t: float, positive: bool | None, id: str = "x", event_t: float | None = None
+) -> SentimentOut:
+    common = {
+        "id": id,
+        "model_version": "m",
+        "source": SourceRef(topic="t", partition=0, offset=0),
+        "processed_time": datetime.fromtimestamp(t, tz=UTC),
+        "event_time": None if event_t is None else datetime.fromtimestamp(event_t, tz=UTC),
+        "text": "<b>to the moon</b>",
+    }
+    if positive is None:
+        return SentimentOut(status=Status.SKIPPED, skip_reason=SkipReason.TOO_SHORT, **common)  # type: ignore[arg-type]
+    return SentimentOut(
+        status=Status.CLASSIFIED,
+        label=Label.POSITIVE if positive else Label.NEGATIVE,
+        p_positive=0.8 if positive else 0.3,
+        p_negative=0.2 if positive else 0.7,
+        **common,  # type: ignore[arg-type]
+    )
+
+
+def alert(i: int) -> Alert:
+    start = datetime.fromtimestamp(T0 + 60 * i, tz=UTC)
+    return Alert(
+        alert_id=f"a{i}",
+        kind=AlertKind.THRESHOLD_CROSSED,
+        direction=AlertDirection.UP,
+        window_s=60,
+        window_start=start,
+        window_end=start,
+        bullish_ratio=0.8,
+        volume=10,
+        skipped=0,
+        value=0.8,
+        baseline=0.7,
+        message="up",
+        emitted_at=start,
+    )
+
+
+def test_rolling_ratio_and_buckets() -> None:
+    state = DashboardState(bucket_s=10, rolling_s=20)
+    state.add_record(rec(T0 + 1, True))  # bucket 0
+    state.add_record(rec(T0 + 2, False))  # bucket 0
+    state.add_record(rec(T0 + 11, True))  # bucket 10
+    state.add_record(rec(T0 + 35, True))  # bucket 30: bucket 0 left the 20 s span
+    state.add_record(rec(T0 + 36, None))  # skipped
+    snap = state.snapshot()
+    s = snap["series"]
+    assert s["t"] == [T0, T0 + 10, T0 + 30]
+    assert s["volume"] == [2, 1, 1]
+    assert s["skipped"] == [0, 0, 1]
+    assert s["bucket_ratio"] == [0.5, 1.0, 1.0]
+    assert s["ratio"] == [0.5, pytest.approx(2 / 3, abs=1e-4), 1.0]
+    assert snap["totals"]["classified"] == 4
+    assert snap["totals"]["skipped"] == 1
+    assert [t["id"] for t in snap["tweets"]] == ["x"] * 4
+
+
+def test_event_time_axis_and_fallback() -> None:
+    state = DashboardState(bucket_s=60, time_axis="event")
+    state.add_record(rec(T0 + 999, True, event_t=T0 + 5))
+    state.add_record(rec(T0 + 61, True))  # no event time: placed by processed time
+    assert state.snapshot()["series"]["t"] == [T0, T0 + 60]
+
+
+def test_buckets_are_capped_and_alerts_deduplicated() -> None:
+    state = DashboardState(bucket_s=1, max_points=10, recent=3)
+    for i in range(25):
+        state.add_record(rec(T0 + i, True, id=str(i)))
+    state.add_record(rec(T0, True))  # older than everything kept
+    snap = state.snapshot()
+    assert snap["series"]["t"] == [T0 + i for i in range(15, 25)]
+    assert [t["id"] for t in snap["tweets"]] == ["x", "24", "23"]
+    for i in (1, 2, 2, 1, 3):
+        state.add_alert(alert(i))
+    assert [a["alert_id"] for a in state.snapshot()["alerts"]] == ["a3", "a2", "a1"]
+
+
+def test_static_assets_are_vendored_not_fetched() -> None:
+    html = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
+    for asset in ("uPlot.iife.min.js", "uPlot.min.css", "dashboard.js"):
+        assert f"/static/{asset}" in html
+        assert (STATIC_DIR / asset).is_file()
+    assert (STATIC_DIR / "uPlot.LICENSE").is_file()
+    everything = html + (STATIC_DIR / "dashboard.js").read_text(encoding="utf-8")
+    assert "http://" not in everything
+    assert "https://" not in everything
+    assert ".innerHTML" not in everything  # tweets are untrusted text
+
+
+def test_routes() -> None:
+    state = DashboardState()
+    state.add_record(rec(T0, True, id="tweet-1"))
+    stopping = threading.Event()
+    app = create_app(state, None, push_interval_s=0.05, stopping=stopping)
+    with TestClient(app) as client:
+        assert client.get("/healthz").json()["status"] == "ok"
+        page = client.get("/")
+        assert page.status_code == 200
+        assert 'id="chart"' in page.text
+        assert client.get("/static/uPlot.iife.min.js").status_code == 200
+        assert client.get("/api/snapshot").json()["tweets"][0]["id"] == "tweet-1"
+        with client.stream("GET", "/events") as events:
+            assert events.headers["content-type"].startswith("text/event-stream")
+            lines = events.iter_lines()
+            assert next(line for line in lines if line.startswith("event:")) == "event: snapshot"
+            data = next(line for line in lines if line.startswith("data:"))
+            assert json.loads(data[len("data:") :])["totals"]["classified"] == 1
+            stopping.set()

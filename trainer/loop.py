@@ -1,0 +1,474 @@
+"""The fine-tuning loop, in plain PyTorch.
+
+A hand-written loop instead of the Hugging Face Trainer: every choice (class-weighted loss,
+length-grouped batches, what "best" means, when to stop) is visible here in a page, and there is
+no `accelerate` dependency. Half precision is CUDA-only (bf16 autocast, or fp16 with a
+GradScaler where bf16 is unsupported); the CPU trains in fp32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from ops.settings import TrainSettings
+from stream.inference import plan_batches
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel
+
+Padding = Literal["dynamic", "fixed"]
+LogFn = Callable[[dict[str, Any]], None]
+
+# Length grouping sorts within windows of this many batches: wide enough that neighbours in a
+# batch have similar lengths, narrow enough that batch composition still varies across epochs.
+MEGABATCH_FACTOR = 50
+
+
+def set_seed(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def class_weights(labels: Sequence[int]) -> np.ndarray:
+    """sklearn's 'balanced' weights, n / (2 * count): the minority class counts as much in the
+    loss as the majority one."""
+    from sklearn.utils.class_weight import compute_class_weight
+
+    y = np.asarray(labels, dtype=np.int64)
+    out: np.ndarray = compute_class_weight("balanced", classes=np.array([0, 1]), y=y)
+    return out
+
+
+def batch_order(
+    lengths: Sequence[int], batch_size: int, *, seed: int, group_by_length: bool
+) -> list[list[int]]:
+    """One epoch of batches. Grouped: shuffle, cut into megabatches of 50 batches, sort each by
+    length (longest first), cut into batches, then shuffle the batch order. So most batches pad
+    little, while the order the model sees still changes with the seed/epoch."""
+    rng = np.random.default_rng(seed)
+    perm = [int(i) for i in rng.permutation(len(lengths))]
+    if not group_by_length:
+        return [perm[i : i + batch_size] for i in range(0, len(perm), batch_size)]
+    mega = batch_size * MEGABATCH_FACTOR
+    batches: list[list[int]] = []
+    for start in range(0, len(perm), mega):
+        window = sorted(perm[start : start + mega], key=lambda i: -lengths[i])
+        batches.extend(window[i : i + batch_size] for i in range(0, len(window), batch_size))
+    order = rng.permutation(len(batches))
+    return [batches[int(i)] for i in order]
+
+
+def collate(
+    ids: Sequence[Sequence[int]], pad_id: int, *, pad_to: int | None = None
+) -> dict[str, torch.Tensor]:
+    """Pad to the batch's longest sequence (dynamic) or to `pad_to` (the notebook's fixed 128)."""
+    import torch
+
+    width = pad_to if pad_to is not None else max(len(x) for x in ids)
+    input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(ids), width), dtype=torch.long)
+    for row, seq in enumerate(ids):
+        input_ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        attention[row, : len(seq)] = 1
+    return {"input_ids": input_ids, "attention_mask": attention}
+
+
+def autocast_context(device: torch.device, dtype: torch.dtype | None) -> Any:
+    import torch
+
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@dataclass
+class Optimization:
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: Any  # torch.amp.GradScaler when training in fp16, else None
+    loss_weight: torch.Tensor | None
+    max_grad_norm: float
+
+
+def make_optimization(
+    model: PreTrainedModel,
+    cfg: TrainSettings,
+    *,
+    total_steps: int,
+    train_labels: Sequence[int],
+    device: torch.device,
+    autocast_dtype: torch.dtype | None,
+) -> Optimization:
+    """AdamW (no decay on biases and LayerNorm weights), linear warmup then linear decay to 0."""
+    import torch
+
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": cfg.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=cfg.learning_rate,
+    )
+    warmup = math.ceil(cfg.warmup_ratio * total_steps)
+
+    def schedule(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    scaler = (
+        torch.amp.GradScaler("cuda")
+        if device.type == "cuda" and autocast_dtype == torch.float16
+        else None
+    )
+    weight = (
+        torch.tensor(class_weights(train_labels), dtype=torch.float32, device=device)
+        if cfg.class_weighted_loss
+        else None
+    )
+    return Optimization(optimizer, scheduler, scaler, weight, cfg.max_grad_norm)
+
+
+def train_step(
+    model: PreTrainedModel,
+    *,
+    batch: dict[str, torch.Tensor],
+    labels: torch.Tensor,
+    opt: Optimization,
+    device: torch.device,
+    autocast_dtype: torch.dtype | None,
+) -> float:
+    """One optimizer step; returns the (weighted) loss. Shared by training and the benchmark."""
+    import torch
+    from torch.nn import functional as nnf
+
+    module: torch.nn.Module = model
+    module.train()
+    moved = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    labels = labels.to(device, non_blocking=True)
+    with autocast_context(device, autocast_dtype):
+        logits = model(**moved).logits
+    # The loss in fp32 whatever the autocast dtype; the weights are the point of this line (the
+    # notebook computed class weights and never passed them to the loss).
+    loss = nnf.cross_entropy(logits.float(), labels, weight=opt.loss_weight)
+    opt.optimizer.zero_grad(set_to_none=True)
+    if opt.scaler is not None:
+        opt.scaler.scale(loss).backward()
+        opt.scaler.unscale_(opt.optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), opt.max_grad_norm)
+        opt.scaler.step(opt.optimizer)
+        opt.scaler.update()
+    else:
+        torch.autograd.backward(loss)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), opt.max_grad_norm)
+        opt.optimizer.step()
+    opt.scheduler.step()
+    return float(loss.detach())
+
+
+def validate(
+    model: PreTrainedModel,
+    ids: Sequence[Sequence[int]],
+    labels: Sequence[int],
+    *,
+    pad_id: int,
+    batch_size: int,
+    device: torch.device,
+    autocast_dtype: torch.dtype | None,
+) -> dict[str, float]:
+    """Validation loss (unweighted), accuracy and F1s of the in-memory model."""
+    import torch
+    from sklearn.metrics import accuracy_score, f1_score
+    from torch.nn import functional as nnf
+
+    module: torch.nn.Module = model
+    module.eval()
+    y = np.asarray(labels, dtype=np.int64)
+    logits = np.zeros((len(ids), 2), dtype=np.float32)
+    with torch.inference_mode():
+        for idx in plan_batches([len(x) for x in ids], batch_size):
+            batch = collate([ids[i] for i in idx], pad_id)
+            moved = {k: v.to(device) for k, v in batch.items()}
+            with autocast_context(device, autocast_dtype):
+                out = model(**moved).logits
+            logits[idx] = out.float().cpu().numpy()
+    loss = float(nnf.cross_entropy(torch.from_numpy(logits), torch.from_numpy(y)))
+    pred = logits.argmax(axis=1)
+    return {
+        "val_loss": round(loss, 6),
+        "val_accuracy": round(float(accuracy_score(y, pred)), 6),
+        "val_macro_f1": round(float(f1_score(y, pred, average="macro", zero_division=0)), 6),
+        "val_weighted_f1": round(float(f1_score(y, pred, average="weighted", zero_division=0)), 6),
+    }
+
+
+@dataclass
+class FitResult:
+    best_state: dict[str, torch.Tensor]
+    best: dict[str, Any]
+    evals: list[dict[str, Any]]
+    steps: int
+    epochs_completed: float
+    stopped_early: bool
+    train_seconds: float
+    samples_per_s: float
+
+
+def eval_points(steps_per_epoch: int, evals_per_epoch: int) -> set[int]:
+    """1-based step-in-epoch indices after which validation runs, spread evenly."""
+    n = min(evals_per_epoch, steps_per_epoch)
+    return {max(1, round(steps_per_epoch * k / n)) for k in range(1, n + 1)}
+
+
+def fit(
+    model: PreTrainedModel,
+    cfg: TrainSettings,
+    *,
+    train_ids: Sequence[Sequence[int]],
+    train_labels: Sequence[int],
+    val_ids: Sequence[Sequence[int]],
+    val_labels: Sequence[int],
+    pad_id: int,
+    device: torch.device,
+    autocast_dtype: torch.dtype | None,
+    log: LogFn,
+    progress: bool = True,
+) -> FitResult:
+    """Train, validate `evals_per_epoch` times an epoch, keep the best state by validation
+    macro-F1 (validation loss breaks ties), stop after `early_stopping_patience` evaluations
+    without improvement (0 disables early stopping)."""
+    import torch
+    from tqdm.auto import tqdm
+
+    n = len(train_ids)
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    total_steps = max(1, math.ceil(cfg.epochs * steps_per_epoch))
+    n_epochs = math.ceil(total_steps / steps_per_epoch)
+    points = eval_points(steps_per_epoch, cfg.evals_per_epoch)
+    lengths = [len(x) for x in train_ids]
+    labels_t = torch.tensor(list(train_labels), dtype=torch.long)
+    opt = make_optimization(
+        model,
+        cfg,
+        total_steps=total_steps,
+        train_labels=train_labels,
+        device=device,
+        autocast_dtype=autocast_dtype,
+    )
+    module: torch.nn.Module = model
+    module.to(device)
+
+    best_key: tuple[float, float] | None = None
+    best: dict[str, Any] = {}
+    best_state: dict[str, torch.Tensor] = {}
+    evals: list[dict[str, Any]] = []
+    since_best = 0
+    step = 0
+    stopped = False
+    samples_seen = 0
+    busy = 0.0  # seconds spent in train steps, excluding validation
+    start = time.perf_counter()
+
+    def run_eval() -> bool:
+        nonlocal best_key, best, best_state, since_best
+        metrics = validate(
+            model,
+            val_ids,
+            val_labels,
+            pad_id=pad_id,
+            batch_size=cfg.eval_batch_size,
+            device=device,
+            autocast_dtype=autocast_dtype,
+        )
+        key = (metrics["val_macro_f1"], -metrics["val_loss"])
+        improved = best_key is None or key > best_key
+        record = {
+            "type": "eval",
+            "step": step,
+            "epoch": round(step / steps_per_epoch, 4),
+            **metrics,
+            "best": improved,
+        }
+        evals.append(record)
+        log(record)
+        if improved:
+            best_key = key
+            best = dict(record)
+            # A CPU copy: the live weights keep changing, and the best ones must survive them.
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            since_best = 0
+        else:
+            since_best += 1
+        patience = cfg.early_stopping_patience
+        return patience > 0 and since_best >= patience
+
+    epoch_bar = tqdm(
+        total=n_epochs, desc="epochs", unit="epoch", disable=not progress, file=sys.stderr
+    )
+    try:
+        for epoch in range(n_epochs):
+            order = batch_order(
+                lengths, cfg.batch_size, seed=cfg.seed + epoch, group_by_length=cfg.group_by_length
+            )
+            remaining = total_steps - step
+            order = order[:remaining]
+            step_bar = tqdm(
+                total=len(order),
+                desc=f"epoch {epoch + 1}/{n_epochs}",
+                unit="step",
+                leave=False,
+                disable=not progress,
+                file=sys.stderr,
+            )
+            running = 0.0
+            for in_epoch, idx in enumerate(order, start=1):
+                t0 = time.perf_counter()
+                batch = collate([train_ids[i] for i in idx], pad_id)
+                loss = train_step(
+                    model,
+                    batch=batch,
+                    labels=labels_t[idx],
+                    opt=opt,
+                    device=device,
+                    autocast_dtype=autocast_dtype,
+                )
+                dt = time.perf_counter() - t0
+                busy += dt
+                samples_seen += len(idx)
+                step += 1
+                running = loss if in_epoch == 1 else 0.9 * running + 0.1 * loss
+                rate = len(idx) / dt if dt > 0 else 0.0
+                log(
+                    {
+                        "type": "step",
+                        "step": step,
+                        "epoch": round(step / steps_per_epoch, 4),
+                        "loss": round(loss, 6),
+                        "lr": opt.scheduler.get_last_lr()[0],
+                        "samples_per_s": round(rate, 2),
+                        "elapsed_s": round(time.perf_counter() - start, 3),
+                    }
+                )
+                step_bar.update(1)
+                step_bar.set_postfix(
+                    loss=f"{running:.4f}", samples_s=f"{samples_seen / max(busy, 1e-9):.1f}"
+                )
+                last = step == total_steps
+                if (in_epoch in points or last) and run_eval():
+                    stopped = True
+                    break
+            step_bar.close()
+            epoch_bar.update(1)
+            if evals:
+                epoch_bar.set_postfix(
+                    val_macro_f1=f"{evals[-1]['val_macro_f1']:.4f}",
+                    best=f"{best.get('val_macro_f1', 0.0):.4f}",
+                )
+            if stopped or step >= total_steps:
+                break
+    finally:
+        epoch_bar.close()
+    return FitResult(
+        best_state=best_state,
+        best=best,
+        evals=evals,
+        steps=step,
+        epochs_completed=round(step / steps_per_epoch, 4),
+        stopped_early=stopped,
+        train_seconds=round(time.perf_counter() - start, 3),
+        samples_per_s=round(samples_seen / busy, 2) if busy > 0 else 0.0,
+    )
+
+
+def measure_throughput(
+    model: PreTrainedModel,
+    ids: Sequence[Sequence[int]],
+    labels: Sequence[int],
+    cfg: TrainSettings,
+    *,
+    steps: int,
+    padding: Padding,
+    pad_id: int,
+    device: torch.device,
+    autocast_dtype: torch.dtype | None,
+    warmup_steps: int = 2,
+) -> dict[str, Any]:
+    """Training samples/s over `steps` real optimizer steps (after `warmup_steps` untimed ones),
+    with the same `train_step` the trainer uses. `fixed` pads every batch to `cfg.max_length`
+    without length grouping (the notebook's setting); `dynamic` pads per batch after length
+    grouping."""
+    import torch
+
+    grouped = padding == "dynamic"
+    order = batch_order(
+        [len(x) for x in ids], cfg.batch_size, seed=cfg.seed, group_by_length=grouped
+    )
+    need = warmup_steps + steps
+    while len(order) < need:
+        order = order + order
+    labels_t = torch.tensor(list(labels), dtype=torch.long)
+    opt = make_optimization(
+        model,
+        cfg,
+        total_steps=need,
+        train_labels=labels,
+        device=device,
+        autocast_dtype=autocast_dtype,
+    )
+    module: torch.nn.Module = model
+    module.to(device)
+    pad_to = None if grouped else cfg.max_length
+    samples = 0
+    tokens = 0
+    real = 0
+    elapsed = 0.0
+    for i, idx in enumerate(order[:need]):
+        batch = collate([ids[j] for j in idx], pad_id, pad_to=pad_to)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        train_step(
+            model,
+            batch=batch,
+            labels=labels_t[idx],
+            opt=opt,
+            device=device,
+            autocast_dtype=autocast_dtype,
+        )
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if i >= warmup_steps:
+            elapsed += time.perf_counter() - t0
+            samples += len(idx)
+            tokens += int(batch["input_ids"].numel())
+            real += int(batch["attention_mask"].sum())
+    return {
+        "padding": padding,
+        "group_by_length": grouped,
+        "steps": steps,
+        "batch_size": cfg.batch_size,
+        "samples": samples,
+        "seconds": round(elapsed, 3),
+        "samples_per_s": round(samples / elapsed, 2) if elapsed > 0 else 0.0,
+        "padded_tokens": tokens,
+        "real_tokens": real,
+        "padding_share": round(1 - real / tokens, 4) if tokens else 0.0,
+    }

@@ -1,0 +1,290 @@
+"""`train`: prepare the data, fine-tune, write the artifact, evaluate it as it will be served.
+
+The artifact is assembled in a temporary directory next to `--out` and renamed into place only
+once it is complete (weights, tokenizer, cryptosent.json with the fitted temperature and test
+metrics, train_log.jsonl, report/), so a crash never leaves a half artifact where serving looks.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from ops.errors import UserError
+from ops.settings import Settings, TrainSettings
+from stream.artifact import (
+    META_FILE,
+    PICKLE_SUFFIXES,
+    WEIGHTS_FILE,
+    ArtifactMeta,
+    DataFingerprint,
+    library_versions,
+    new_model_version,
+    write_meta,
+)
+from trainer.dataset import SplitData, load_splits
+
+LOG_FILE = "train_log.jsonl"
+REPORT_DIR = "report"
+
+# `--profile quick`: a CPU-sized run (about two minutes for MiniLM on two cores). Explicit flags
+# still win; see cryptosent/commands/train.py.
+QUICK_PROFILE: dict[str, Any] = {
+    "max_samples": 1500,
+    "epochs": 1.0,
+    "max_length": 64,
+    "batch_size": 32,
+    "evals_per_epoch": 2,
+}
+
+
+def apply_profile(train: TrainSettings, explicit: set[str]) -> TrainSettings:
+    """The quick profile's values for every field not set explicitly."""
+    if train.profile != "quick":
+        return train
+    updates = {k: v for k, v in QUICK_PROFILE.items() if k not in explicit}
+    return train.model_copy(update=updates)
+
+
+@dataclass
+class TrainOutcome:
+    artifact: Path
+    meta: ArtifactMeta
+    metrics: dict[str, Any]
+    seconds: float
+
+
+# -- output directory -----------------------------------------------------------------------------
+
+
+def check_output_dir(out: Path, overwrite: bool) -> None:
+    """Refuse early, before any work, to write into an existing non-empty directory."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"output {out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise UserError(
+            f"output directory {out} already exists and is not empty",
+            hint="pass --overwrite to replace it or choose another --out",
+        )
+
+
+@contextmanager
+def staging_dir(out: Path, overwrite: bool) -> Iterator[Path]:
+    """A temporary sibling of `out`; renamed onto `out` when the block succeeds, removed when it
+    fails. The sibling (same filesystem) makes the final rename atomic."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{secrets.token_hex(3)}"
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    check_output_dir(out, overwrite)
+    old: Path | None = None
+    if out.exists():
+        if any(out.iterdir()):
+            old = out.parent / f".{out.name}.old-{os.getpid()}-{secrets.token_hex(3)}"
+            out.rename(old)
+        else:
+            out.rmdir()
+    tmp.rename(out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# -- training -------------------------------------------------------------------------------------
+
+
+def _tokenize(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[list[int]]:
+    """Exactly as `SentimentModel.encode` does at serving: truncation, no padding, no
+    token_type_ids."""
+    if not texts:
+        return []
+    out = tokenizer(
+        list(texts),
+        truncation=True,
+        max_length=max_length,
+        padding=False,
+        return_attention_mask=False,
+        return_token_type_ids=False,
+    )
+    return [list(ids) for ids in out["input_ids"]]
+
+
+def _check_trainable(data: SplitData) -> None:
+    for name, rows in (("train", data.train), ("validation", data.val), ("test", data.test)):
+        if not rows:
+            raise UserError(f"the {name} split is empty", hint="the CSV needs more labeled rows")
+    present = {y for _, y in data.train}
+    if len(present) < 2:
+        raise UserError(
+            "the training split holds one class only; a classifier needs Positive and Negative rows"
+        )
+
+
+def train(settings: Settings, csv: Path, *, progress: bool = True) -> TrainOutcome:
+    """Fine-tune per `settings.train` on `csv` and write the artifact at `settings.train.out`."""
+    started = time.perf_counter()
+    cfg = settings.train
+    out = Path(cfg.out)
+    check_output_dir(out, cfg.overwrite)
+
+    from trainer.base_model import load_base_model, resolve_base_model
+
+    import torch
+
+    from stream.inference import resolve_device, resolve_dtype
+    from trainer.loop import fit, set_seed
+
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    device = resolve_device(cfg.device)
+    dtype = resolve_dtype(device, cfg.precision)
+    # The model before the data: a base model that is not available offline is reported at
+    # once, not after a minute of cleaning and language detection.
+    source = resolve_base_model(cfg.base_model)
+    set_seed(cfg.seed)
+    model, tokenizer = load_base_model(source)
+    data = load_splits(csv, settings, max_samples=cfg.max_samples)
+    _check_trainable(data)
+    pad_id = int(tokenizer.pad_token_id or 0)
+    train_ids = _tokenize(tokenizer, [t for t, _ in data.train], cfg.max_length)
+    val_ids = _tokenize(tokenizer, [t for t, _ in data.val], cfg.max_length)
+
+    with staging_dir(out, cfg.overwrite) as tmp:
+        with (tmp / LOG_FILE).open("w", encoding="utf-8") as log_file:
+            _log_line(
+                log_file,
+                {
+                    "type": "start",
+                    "base_model": cfg.base_model,
+                    "device": str(device),
+                    "autocast": str(dtype).replace("torch.", "") if dtype else "fp32",
+                    "train": len(data.train),
+                    "val": len(data.val),
+                    "test": len(data.test),
+                    "options": cfg.model_dump(mode="json"),
+                },
+            )
+            result = fit(
+                model,
+                cfg,
+                train_ids=train_ids,
+                train_labels=[y for _, y in data.train],
+                val_ids=val_ids,
+                val_labels=[y for _, y in data.val],
+                pad_id=pad_id,
+                device=device,
+                autocast_dtype=dtype,
+                log=lambda record: _log_line(log_file, record),
+                progress=progress,
+            )
+            _log_line(
+                log_file,
+                {
+                    "type": "end",
+                    "steps": result.steps,
+                    "epochs": result.epochs_completed,
+                    "stopped_early": result.stopped_early,
+                    "best_step": result.best.get("step"),
+                    "best_val_macro_f1": result.best.get("val_macro_f1"),
+                    "train_seconds": result.train_seconds,
+                    "samples_per_s": result.samples_per_s,
+                },
+            )
+        model.load_state_dict(result.best_state)
+        module: torch.nn.Module = model
+        module.to("cpu")
+        model.save_pretrained(str(tmp), max_shard_size="20GB")
+        tokenizer.save_pretrained(str(tmp))
+        _assert_safetensors_only(tmp)
+        del model
+        meta = ArtifactMeta(
+            model_version=new_model_version(
+                "minilm" if cfg.base_model == "minilm" else Path(cfg.base_model).name
+            ),
+            text=settings.text,
+            max_length=cfg.max_length,
+            base_model=cfg.base_model,
+            train_options={
+                "train": cfg.model_dump(mode="json"),
+                "data": settings.data.model_dump(mode="json"),
+                "base_model_location": source.description,
+            },
+            data=DataFingerprint(
+                csv_name=data.csv_name, csv_sha256=data.csv_sha256, rows=data.fingerprint_rows()
+            ),
+            split_seed=settings.data.split_seed,
+            library_versions=library_versions(),
+        )
+        write_meta(tmp, meta)
+
+        from trainer.evaluate import evaluate_trained
+
+        training = {
+            "device": str(device),
+            "precision": str(dtype).replace("torch.", "") if dtype else "fp32",
+            "steps": result.steps,
+            "epochs_completed": result.epochs_completed,
+            "stopped_early": result.stopped_early,
+            "best_step": result.best.get("step"),
+            "best_val_macro_f1": result.best.get("val_macro_f1"),
+            "best_val_loss": result.best.get("val_loss"),
+            "train_seconds": result.train_seconds,
+            "train_samples_per_s": result.samples_per_s,
+            "learning_rate": cfg.learning_rate,
+            "batch_size": cfg.batch_size,
+            "max_length": cfg.max_length,
+            "class_weighted_loss": cfg.class_weighted_loss,
+        }
+        meta, metrics = evaluate_trained(tmp, meta, data, settings, training=training)
+        write_meta(tmp, meta)
+    return TrainOutcome(
+        artifact=out,
+        meta=meta,
+        metrics=metrics,
+        seconds=round(time.perf_counter() - started, 3),
+    )
+
+
+def _log_line(handle: IO[str], record: dict[str, Any]) -> None:
+    handle.write(json.dumps(record, default=_json_default) + "\n")
+    handle.flush()
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return str(value)
+
+
+def _assert_safetensors_only(directory: Path) -> None:
+    pickled = [p.name for p in directory.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES]
+    if pickled or not (directory / WEIGHTS_FILE).is_file():
+        raise RuntimeError(
+            f"save_pretrained wrote {sorted(p.name for p in directory.iterdir())}; "
+            f"expected a single {WEIGHTS_FILE} and no pickles"
+        )
+
+
+__all__ = [
+    "LOG_FILE",
+    "META_FILE",
+    "QUICK_PROFILE",
+    "REPORT_DIR",
+    "TrainOutcome",
+    "apply_profile",
+    "check_output_dir",
+    "staging_dir",
+    "train",
+]
