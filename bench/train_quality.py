@@ -71,7 +71,7 @@ def throughput(settings: Settings, csv: Path, steps: int, batch_size: int) -> di
 
     from stream.inference import resolve_device, resolve_dtype
     from trainer.base_model import load_base_model, resolve_base_model
-    from trainer.loop import measure_throughput, set_seed
+    from trainer.loop import Padding, measure_throughput, set_seed
 
     cfg = settings.train.model_copy(update={"max_length": 128, "batch_size": batch_size})
     device = resolve_device(cfg.device)
@@ -80,7 +80,8 @@ def throughput(settings: Settings, csv: Path, steps: int, batch_size: int) -> di
     texts = [t for t, _ in data.train]
     labels = [y for _, y in data.train]
     out: dict[str, Any] = {}
-    for padding in ("fixed", "dynamic"):
+    paddings: tuple[Padding, Padding] = ("fixed", "dynamic")
+    for padding in paddings:
         set_seed(cfg.seed)
         model, tokenizer = load_base_model(resolve_base_model(cfg.base_model))
         enc = tokenizer(texts, truncation=True, max_length=cfg.max_length, padding=False)
@@ -91,7 +92,7 @@ def throughput(settings: Settings, csv: Path, steps: int, batch_size: int) -> di
             labels,
             cfg,
             steps=steps,
-            padding=padding,  # type: ignore[arg-type]
+            padding=padding,
             pad_id=int(tokenizer.pad_token_id or 0),
             device=device,
             autocast_dtype=dtype,
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         out=args.out,
         overwrite=True,
     )
-    settings = Settings(_env_file=None, train=train_cfg)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, train=train_cfg)
     result: dict[str, Any] = {
         "benchmark": "train_quality",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),

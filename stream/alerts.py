@@ -128,6 +128,9 @@ class Watermark:
         self._idle.add(source)
         self._advance()
 
+    def seen(self, source: Hashable) -> bool:
+        return source in self._max
+
     @property
     def value(self) -> float | None:
         return self._value

@@ -10,7 +10,10 @@ their Kafka timestamp). Two guards keep a rebuild from repeating alerts:
    run, so every window that closes while they are re-read was already judged: its alerts are
    dropped, while the rule state (which side of a threshold the ratio was on, the trailing
    history) is rebuilt from them. A partition that reaches its committed offset is paused until
-   every partition has, so live records never move the watermark during the replay.
+   every partition has, so live records never move the watermark during the replay. And no
+   partition that delivered records goes idle during the replay: the watermark stays the minimum
+   over all of them, a lower bound of what the previous run had reached, so a window is never
+   closed silently that the previous run had not closed (that alert would be lost).
 2. Alerts are deduplicated by id. The alerts published after the last commit and before a crash
    are re-derived once the replay ends; their ids (a hash of kind, window length and window
    start) are read back from the alerts topic at assignment and not published again.
@@ -69,6 +72,7 @@ class AlertsStats:
     fired: int = 0
     suppressed_replay: int = 0
     suppressed_duplicate: int = 0
+    held_during_replay: int = 0
     assignments: int = 0
     replaying: bool = True
     watermark: float | None = None
@@ -235,6 +239,7 @@ class AlertsService:
         self._held: list[Any] = []
         self._paused: set[int] = set()
         self._last_activity: dict[int, float] = {}
+        self._deferred_idle: set[int] = set()
         self._seen_ids: set[str] = set()
         self._cutoff_ms = 0
         self._delivery_error: str | None = None
@@ -247,10 +252,14 @@ class AlertsService:
         from confluent_kafka import Consumer, Producer
 
         check_topics(self.settings.kafka, [self.topic, self.alerts_topic])
+        metrics_server: Any = None
         if self.cfg.metrics_port is not None:
             from prometheus_client import start_http_server
 
-            start_http_server(self.cfg.metrics_port, self.cfg.metrics_host, self.registry)
+            metrics_server, _ = start_http_server(
+                self.cfg.metrics_port, self.cfg.metrics_host, self.registry
+            )
+            log.info("alerts_metrics", host=self.cfg.metrics_host, port=metrics_server.server_port)
         self._producer = Producer(producer_config(self.settings.kafka))
         self._consumer = Consumer(
             consumer_config(
@@ -287,6 +296,8 @@ class AlertsService:
                 self._consumer.close()
             finally:
                 self._producer.flush(10)
+                if metrics_server is not None:
+                    metrics_server.shutdown()
             log.info("alerts_stopped", **self._summary())
 
     def _summary(self) -> dict[str, Any]:
@@ -312,6 +323,7 @@ class AlertsService:
         self._replay_end.clear()
         self._held.clear()
         self._paused.clear()
+        self._deferred_idle.clear()
         self._last_activity = dict.fromkeys((tp.partition for tp in partitions), time.monotonic())
         now_ms = int(self._clock() * 1000)
         self._cutoff_ms = now_ms - int(self.cfg.lookback_s * 1000)
@@ -370,10 +382,7 @@ class AlertsService:
             self._last_activity[partition] = time.monotonic()
         if err is not None:
             if err.code() == _PARTITION_EOF:
-                # Not while its live records are held back: they have yet to be counted, and an
-                # idle partition would let the others push the watermark past them.
-                if not any(m.partition() == partition for m in self._held):
-                    self._index.idle(partition)
+                self._went_quiet(partition)
                 if partition in self._replay_end:
                     self._replay_done(partition)
                 return
@@ -383,6 +392,7 @@ class AlertsService:
             # This partition is past its committed offset; hold its records until every other
             # partition is too, or they would move the watermark during the replay.
             self._held.append(msg)
+            self.stats.held_during_replay += 1
             self._pause(partition)
             return
         end = self._replay_end.get(partition)
@@ -391,6 +401,7 @@ class AlertsService:
             self._replay_done(partition)
             if self.stats.replaying:
                 self._held.append(msg)
+                self.stats.held_during_replay += 1
                 return
         self._process(msg)
         if end is not None and msg.offset() + 1 >= end:
@@ -434,6 +445,19 @@ class AlertsService:
             self.stats.counted += 1
             self.metrics.records.labels("counted").inc()
 
+    def _went_quiet(self, partition: int) -> None:
+        """Mark a partition idle, unless that could move the watermark too far.
+
+        Not while its live records are held back (they have yet to be counted), and, during the
+        replay, not once it delivered records (see guard 1 in the module docstring): both wait
+        for the end of the replay.
+        """
+        held = any(m.partition() == partition for m in self._held)
+        if self.stats.replaying and (held or self._index.watermark.seen(partition)):
+            self._deferred_idle.add(partition)
+        elif not held:
+            self._index.idle(partition)
+
     def _pause(self, partition: int) -> None:
         from confluent_kafka import TopicPartition
 
@@ -452,6 +476,9 @@ class AlertsService:
         # live.
         self._close_windows()
         self.stats.replaying = False
+        deferred, self._deferred_idle = self._deferred_idle, set()
+        for quiet in sorted(deferred):
+            self._went_quiet(quiet)
         log.info(
             "alerts_replay_done",
             suppressed=self.stats.suppressed_replay,
@@ -470,7 +497,7 @@ class AlertsService:
         quiet_since = time.monotonic() - IDLE_AFTER_S
         for partition, seen in self._last_activity.items():
             if seen < quiet_since and partition not in self._paused:
-                self._index.idle(partition)
+                self._went_quiet(partition)
                 self._last_activity[partition] = float("inf")
         self._close_windows()
         self._producer.poll(0)

@@ -31,6 +31,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -131,6 +132,7 @@ class StreamWorker:
         idle_exit_s: float | None = None,
         metrics: StreamMetrics | None = None,
         serve_http: bool = True,
+        latency_observer: Callable[[float], None] | None = None,
     ) -> None:
         self.settings = settings
         self.model = model
@@ -145,6 +147,8 @@ class StreamWorker:
         )
         self.tracker = OffsetTracker()
         self._serve_http = serve_http
+        # Benchmarks want exact percentiles, not histogram buckets: each end-to-end latency.
+        self._latency_observer = latency_observer
         self._http: HealthServer | None = None
         self._consumer: Any = None
         self._producer: Any = None
@@ -533,7 +537,12 @@ class StreamWorker:
         self._broker_ok_at = mono
         self.metrics.outputs_acked.inc(n)
         if kafka_ts_ms is not None:
-            self.metrics.latency.observe(max(0.0, time.time() - kafka_ts_ms / 1000.0))
+            self._observe_latency(max(0.0, time.time() - kafka_ts_ms / 1000.0))
+
+    def _observe_latency(self, seconds: float) -> None:
+        self.metrics.latency.observe(seconds)
+        if self._latency_observer is not None:
+            self._latency_observer(seconds)
 
     def _produce_retries(self) -> None:
         while self._retry:
@@ -623,7 +632,7 @@ class StreamWorker:
         self.metrics.outputs_acked.inc(len(records))
         for record in records:
             if record.kafka_timestamp_ms is not None:
-                self.metrics.latency.observe(max(0.0, now - record.kafka_timestamp_ms / 1000.0))
+                self._observe_latency(max(0.0, now - record.kafka_timestamp_ms / 1000.0))
         log.debug("transaction_committed", seq=batch.seq, offsets=self._fmt(offsets))
         return True
 

@@ -38,7 +38,8 @@ def register(sub: Any) -> None:
         dest="train.profile",
         choices=["full", "quick"],
         default=None,
-        help="quick: a CPU-sized run (1500 rows, 1 epoch, max length 64); flags still override",
+        help="quick: a CPU-sized run (1500 rows, 3 epochs, max length 64, lr 1e-4); "
+        "explicit flags still override",
     )
     t.add_argument("--epochs", dest="train.epochs", type=float, default=None)
     t.add_argument("--batch-size", dest="train.batch_size", type=int, default=None)

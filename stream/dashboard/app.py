@@ -177,7 +177,7 @@ class Dashboard:
         self._threads = [feed, web]
         feed.start()
         web.start()
-        if not self.feed.ready.wait(timeout) or not self._wait_started(timeout):
+        if not self._wait_ready(timeout) or not self._wait_started(timeout):
             self.stop()
             raise UserError(
                 f"the dashboard did not start within {timeout:.0f}s",
@@ -185,6 +185,14 @@ class Dashboard:
             )
         log.info("dashboard_started", url=self.url)
         return self.url
+
+    def _wait_ready(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self.feed.ready.is_set() and self._threads[0].is_alive():
+            if time.monotonic() > deadline:
+                return False
+            self._stop.wait(0.02)
+        return self.feed.ready.is_set()
 
     def _wait_started(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout

@@ -41,7 +41,7 @@ def record(
         return SentimentOut(
             status=Status.SKIPPED,
             skip_reason=SkipReason.NON_ENGLISH,
-            **common,  # type: ignore[arg-type]
+            **common,
         )
     p = p_positive if p_positive is not None else (0.9 if positive else 0.1)
     return SentimentOut(
@@ -49,7 +49,7 @@ def record(
         label=Label.POSITIVE if positive else Label.NEGATIVE,
         p_positive=p,
         p_negative=1.0 - p,
-        **common,  # type: ignore[arg-type]
+        **common,
     )
 
 
@@ -71,8 +71,11 @@ def produce(
     producer = Producer(producer_config(kafka))
     n = 0
     for rec in records:
-        kwargs = {} if partition is None else {"partition": partition}
-        producer.produce(topic, key=rec.id.encode(), value=rec.model_dump_json().encode(), **kwargs)
+        key, value = rec.id.encode(), rec.model_dump_json().encode()
+        if partition is None:
+            producer.produce(topic, key=key, value=value)
+        else:
+            producer.produce(topic, key=key, value=value, partition=partition)
         n += 1
     left = producer.flush(15)
     assert left == 0, f"{left} records not delivered"
@@ -102,11 +105,14 @@ def read_all(kafka: KafkaSettings, topic: str, timeout: float = 20.0) -> list[by
         while remaining:
             assert time.monotonic() < deadline, f"{topic}: no end of partition(s) {remaining}"
             for msg in consumer.consume(100, 0.2):
-                if msg.error():
-                    if msg.error().code() == -191:  # _PARTITION_EOF
+                err = msg.error()
+                if err is not None:
+                    if err.code() == -191:  # _PARTITION_EOF
                         remaining.discard(msg.partition())
                     continue
-                values.append(msg.value())
+                value = msg.value()
+                assert value is not None
+                values.append(value)
         return values
     finally:
         consumer.close()

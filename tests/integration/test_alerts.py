@@ -36,7 +36,7 @@ def make_settings(kafka: KafkaSettings, output: str, alerts: str, **overrides: A
     }
     rules.update(overrides)
     return Settings(
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
         kafka=kafka,
         topics=TopicsSettings(output=output, alerts=alerts),
         alerts=AlertsSettings(**rules),
@@ -177,16 +177,18 @@ def test_restart_does_not_refire_old_alerts(
         wait_until(lambda: run.service.stats.fired == 1, 10, "the first alert")
     [up] = alerts_on(kafka_settings, alerts)
 
-    # Same group: the windows up to the committed offsets are replayed silently. The stream then
-    # stays bullish (no new crossing) and finally turns bearish (one new crossing).
+    # While it is down the stream stays bullish (no new crossing), then turns bearish (one new
+    # crossing). Same group on restart: the windows up to the committed offsets are replayed
+    # silently, partition 0's backlog after its committed offset is held until partition 1 is
+    # replayed too, then judged live.
     more = []
     for i in range(9, 12):
         more += window_records(T0 + i * W, 10, 9)
     for i in range(12, 14):
         more += window_records(T0 + i * W, 10, 1)
     more.append(record(T0 + 16 * W + 45, True))
+    produce(kafka_settings, output, more, partition=0)
     with running(settings) as run:
-        produce(kafka_settings, output, more, partition=0)
         wait_until(closed_until(run, T0 + 16 * W), 30, "window 15 to close")
         wait_until(lambda: run.service.stats.fired >= 1, 10, "the new alert")
         stats = run.service.stats

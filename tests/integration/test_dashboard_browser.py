@@ -95,7 +95,7 @@ def test_dashboard_shows_replayed_stream_in_chromium(
     inp, out = make_topic("in", 2), make_topic("out", 2)
     dlq, alerts = make_topic("dlq"), make_topic("alerts")
     settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
         kafka=kafka_settings,
         topics={"input": [inp], "output": out, "dead_letter": dlq, "alerts": alerts},
         model={"batch_size": 16, "device": "cpu"},

@@ -56,7 +56,8 @@ def test_reliability_bins_are_right_closed_and_cover_every_row() -> None:
     assert bins[-1].count == 1  # confidence 1.0 lands in the last bin, not past it
     assert bins[9].count == 1  # 2/3 = 10/15 is the upper edge of bin 9
     assert bins[7].count == 1  # 0.5 is in (7/15, 8/15]
-    assert bins[11].count == 1 and bins[11].accuracy == 0.0  # 0.8 in (11/15, 12/15], wrong
+    assert bins[11].count == 1
+    assert bins[11].accuracy == 0.0
 
 
 def test_ece_rejects_mismatched_shapes() -> None:

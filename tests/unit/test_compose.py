@@ -129,7 +129,7 @@ def test_every_service_environment_validates(service: str, monkeypatch: pytest.M
         monkeypatch.delenv(key)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    Settings(_env_file=None)  # type: ignore[call-arg]
+    Settings(_env_file=None)
 
 
 def test_topics_agree_across_services() -> None:

@@ -29,13 +29,13 @@ def rec(
         "text": "<b>to the moon</b>",
     }
     if positive is None:
-        return SentimentOut(status=Status.SKIPPED, skip_reason=SkipReason.TOO_SHORT, **common)  # type: ignore[arg-type]
+        return SentimentOut(status=Status.SKIPPED, skip_reason=SkipReason.TOO_SHORT, **common)
     return SentimentOut(
         status=Status.CLASSIFIED,
         label=Label.POSITIVE if positive else Label.NEGATIVE,
         p_positive=0.8 if positive else 0.3,
         p_negative=0.2 if positive else 0.7,
-        **common,  # type: ignore[arg-type]
+        **common,
     )
 
 

@@ -97,7 +97,8 @@ def test_metadata_records_what_was_trained(artifact: Path, tiny_base: Path) -> N
     assert meta.data.csv_name == FIXTURE.name
     assert meta.data.csv_sha256 == hashlib.sha256(FIXTURE.read_bytes()).hexdigest()
     rows = meta.data.rows
-    assert rows["train"] > rows["val"] > 0 and rows["test"] > 0
+    assert rows["train"] > rows["val"] > 0
+    assert rows["test"] > 0
     assert rows["train"] + rows["val"] + rows["test"] < 126  # duplicates, Neutral, empty dropped
     train_opts = meta.train_options["train"]
     assert train_opts["learning_rate"] == 1e-3
@@ -127,7 +128,8 @@ def test_training_log_has_steps_and_evaluations(artifact: Path) -> None:
     ]
     steps = [r for r in records if r["type"] == "step"]
     evals = [r for r in records if r["type"] == "eval"]
-    assert steps and evals
+    assert steps
+    assert evals
     assert {"step", "epoch", "loss", "lr", "samples_per_s"} <= set(steps[0])
     assert {"step", "epoch", "val_loss", "val_macro_f1", "val_accuracy"} <= set(evals[0])
     assert len(evals) == 4  # 2 epochs x 2 evaluations
@@ -164,7 +166,7 @@ def test_test_metrics_come_from_the_served_model(artifact: Path) -> None:
     from trainer.dataset import load_splits
 
     meta = read_meta(artifact)
-    settings = Settings(_env_file=None, text=TextSettings(lang_backend="none"), data=DataSettings())  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, text=TextSettings(lang_backend="none"), data=DataSettings())
     data = load_splits(FIXTURE, settings, max_samples=None)
     model = load_model(artifact, device="cpu")
     probs = model.predict_proba([t for t, _ in data.test])

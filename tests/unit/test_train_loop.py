@@ -79,9 +79,9 @@ def test_schedule_warms_up_then_decays_to_zero() -> None:
         device=torch.device("cpu"),
         autocast_dtype=None,
     )
-    lrs = []
+    lrs: list[float] = []
     for _ in range(100):
-        lrs.append(opt.scheduler.get_last_lr()[0])
+        lrs.append(float(opt.scheduler.get_last_lr()[0]))
         opt.optimizer.step()
         opt.scheduler.step()
     peak = int(np.argmax(lrs))
@@ -137,9 +137,14 @@ def test_output_dir_rules(tmp_path: Path) -> None:
 
 def test_staging_dir_leaves_nothing_behind_on_failure(tmp_path: Path) -> None:
     out = tmp_path / "art"
-    with pytest.raises(RuntimeError), staging_dir(out, overwrite=False) as tmp:
-        (tmp / "half.safetensors").write_text("partial")
-        raise RuntimeError("crash mid-way")
+
+    def crash() -> None:
+        with staging_dir(out, overwrite=False) as tmp:
+            (tmp / "half.safetensors").write_text("partial")
+            raise RuntimeError("crash mid-way")
+
+    with pytest.raises(RuntimeError, match="mid-way"):
+        crash()
     assert not out.exists()
     assert list(tmp_path.iterdir()) == []
 
@@ -157,6 +162,22 @@ def test_staging_dir_replaces_only_on_success(tmp_path: Path) -> None:
 
 def test_metrics_of_one_class_labels_leave_auc_undefined() -> None:
     m = classification_metrics(np.array([1, 1, 1]), np.array([[0.2, 0.8], [0.6, 0.4], [0.1, 0.9]]))
-    assert m["roc_auc"] is None and m["pr_auc_negative"] is None
+    assert m["roc_auc"] is None
+    assert m["pr_auc_negative"] is None
     assert m["accuracy"] == pytest.approx(2 / 3)
     assert m["confusion_matrix"]["matrix"] == [[0, 0], [1, 2]]
+
+
+def test_staging_dir_refuses_an_output_that_appeared_meanwhile(tmp_path: Path) -> None:
+    out = tmp_path / "art"
+
+    def race() -> None:
+        with staging_dir(out, overwrite=False) as tmp:
+            (tmp / "model.safetensors").write_text("new")
+            out.mkdir()
+            (out / "someone-else.txt").write_text("theirs")
+
+    with pytest.raises(UserError, match="not empty"):
+        race()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["art"]
+    assert sorted(p.name for p in out.iterdir()) == ["someone-else.txt"]
