@@ -1140,9 +1140,6 @@ def step_serve(ctx: Context) -> dict[str, Any]:
         return out
 
     sm.encode = encode_and_record  # type: ignore[method-assign,assignment]
-    # The Kafka thread calls `decode_message` through stream.consumer's module globals.
-    original_decode = consumer_mod.decode_message  # type: ignore[attr-defined]
-    consumer_mod.decode_message = timer.wrap("decode", original_decode)  # type: ignore[attr-defined]
 
     class TimedWorker(StreamWorker):
         # build_records + producer.produce for each finished micro-batch
@@ -1167,7 +1164,10 @@ def step_serve(ctx: Context) -> dict[str, Any]:
         "model": sizes.shapes["bert-base"].describe(),
     }
     stop = threading.Event()
+    # The Kafka thread calls `decode_message` through stream.consumer's module globals.
+    original_decode = consumer_mod.decode_message  # type: ignore[attr-defined]
     try:
+        consumer_mod.decode_message = timer.wrap("decode", original_decode)  # type: ignore[attr-defined]
         with EmbeddedBroker() as broker:
             settings = Settings(
                 _env_file=None,
@@ -1244,6 +1244,8 @@ def step_serve(ctx: Context) -> dict[str, Any]:
         ratio_to_ceiling=round(tps / ceiling, 3) if tps and ceiling else None,
         stage_seconds=stages,
         stage_us_per_tweet=per_tweet_us,
+        stage_notes="busy seconds per stage; device = forward_logits (collate, copy, forward, "
+        "copy back); produce = build_records + producer.produce per finished micro-batch",
         thread_bound_tweets_per_s=bounds,
         bottleneck=min(bounds, key=lambda k: bounds[k]) if bounds else None,
         join_wait_s=_round(first - mono0, 2) if first is not None else None,

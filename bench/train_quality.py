@@ -21,6 +21,7 @@ import json
 import os
 import platform
 import shlex
+import signal
 import sys
 import time
 from datetime import UTC, datetime
@@ -40,6 +41,17 @@ RESULTS = ROOT / "bench" / "results"
 TARGET_F1_MARGIN = 0.03
 TARGET_ECE = 0.05
 TARGET_SPEEDUP = 2.0
+# Why the benchmark's options differ from `cryptosent train`'s defaults; recorded in the results.
+TUNING_NOTE = (
+    "A first run with the trainer defaults (lr 5e-5, 3 epochs, max_length 64) was stopped at "
+    "epoch 1.5 with validation macro-F1 0.700 -> 0.732 -> 0.740 at epochs 0.5/1/1.5, against "
+    "0.78 for the TF-IDF baseline on validation: too slow to close the gap before the linear "
+    "decay ends. Short runs showed MiniLM (22M parameters, new head on an untuned pooler) "
+    "learning far faster at 1e-4, so this benchmark uses lr 1e-4 over 4 epochs, patience 3 "
+    "evaluations. The choice rests on validation curves; for full disclosure, those short "
+    "quick-profile runs also printed their 150-row test scores, and those rows are a subset "
+    "of this benchmark's test split."
+)
 
 
 def cpu_model() -> str:
@@ -109,16 +121,20 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--csv", type=Path, default=DEFAULT_CSV)
     p.add_argument("--out", type=Path, default=ROOT / "models" / "bench-train-quality")
-    p.add_argument("--epochs", type=float, default=3.0)
+    # Tuned on validation, see TUNING_NOTE.
+    p.add_argument("--epochs", type=float, default=4.0)
     p.add_argument("--batch-size", type=int, default=25)
-    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--max-length", type=int, default=64)
     p.add_argument("--evals-per-epoch", type=int, default=2)
+    p.add_argument("--patience", type=int, default=3)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--throughput-steps", type=int, default=30)
     p.add_argument("--skip-training", action="store_true", help="throughput only")
     args = p.parse_args(argv)
+    # As SystemExit, a `kill` unwinds through the trainer's cleanup of its staging directory.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     if not args.csv.is_file():
         print(f"error: {args.csv} not found", file=sys.stderr)
         return 2
@@ -135,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         learning_rate=args.lr,
         max_length=args.max_length,
         evals_per_epoch=args.evals_per_epoch,
+        early_stopping_patience=args.patience,
         seed=args.seed,
         num_threads=args.threads,
         out=args.out,
@@ -153,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "csv": args.csv.name,
         "options": train_cfg.model_dump(mode="json"),
+        "tuning_note": TUNING_NOTE,
     }
     import torch
 
@@ -229,6 +247,10 @@ def markdown(r: dict[str, Any]) -> str:
         f"- machine: {m['cpu']}, {m['cores']} cores (torch threads {m['torch_threads']})",
         f"- command: `{r['command']}`",
         f"- data: `{r['csv']}`; total wall time {r['total_seconds']} s",
+        f"- options: lr {r['options']['learning_rate']}, epochs {r['options']['epochs']}, "
+        f"batch {r['options']['batch_size']}, max_length {r['options']['max_length']}, "
+        f"class-weighted loss {r['options']['class_weighted_loss']}",
+        f"- tuning: {r['tuning_note']}",
         "",
     ]
     if "model" in r:

@@ -72,7 +72,9 @@ class LiveScore:
                     sent_ms = datetime.fromisoformat(event).timestamp() * 1000.0
                     self.latencies_ms.append(max(0.0, kafka_ts_ms - sent_ms))
         if kafka_ts_ms:
-            self.first_ms = kafka_ts_ms if self.first_ms is None else min(self.first_ms, kafka_ts_ms)
+            self.first_ms = (
+                kafka_ts_ms if self.first_ms is None else min(self.first_ms, kafka_ts_ms)
+            )
             self.last_ms = kafka_ts_ms if self.last_ms is None else max(self.last_ms, kafka_ts_ms)
 
     def summary(self) -> dict[str, Any]:
@@ -98,13 +100,13 @@ class LiveScore:
 def _artifact_is_current(directory: Path, csv: Path) -> bool:
     """Reuse an existing demo model unless it was trained on other data."""
     from stream.artifact import read_meta
-    from trainer.data import file_sha256
+    from trainer.data import csv_fingerprint
 
     try:
         meta = read_meta(directory)
     except UserError:
         return False
-    return meta.data is not None and meta.data.csv_sha256 == file_sha256(csv)
+    return meta.data is not None and meta.data.csv_sha256 == csv_fingerprint(csv)
 
 
 def ensure_model(settings: Settings, out: Path, csv: Path, echo: Callable[[str], None]) -> Path:
@@ -114,7 +116,9 @@ def ensure_model(settings: Settings, out: Path, csv: Path, echo: Callable[[str],
     from trainer.train import train
 
     echo(f"[demo] training a quick model on {csv} -> {out} (profile quick, CPU-sized)")
-    train_cfg = settings.train.model_copy(update={"profile": "quick", "out": out, "overwrite": True})
+    train_cfg = settings.train.model_copy(
+        update={"profile": "quick", "out": out, "overwrite": True}
+    )
     outcome = train(settings.model_copy(update={"train": train_cfg}), csv, progress=False)
     m = outcome.metrics.get("model", outcome.metrics)
     echo(
@@ -164,9 +168,7 @@ def _read_outputs(
     from stream.tail import format_record
 
     topics = list_topics(settings.kafka)
-    consumer = Consumer(
-        consumer_config(settings.kafka, f"cryptosent-demo-reader-{time.time_ns()}")
-    )
+    consumer = Consumer(consumer_config(settings.kafka, f"cryptosent-demo-reader-{time.time_ns()}"))
     consumer.assign(
         [
             TopicPartition(t, p, OFFSET_BEGINNING)
@@ -275,6 +277,11 @@ def run_demo(
         stack.callback(worker_stop.set)
         if not worker.started.wait(60):
             raise UserError("the stream worker did not start within 60s")
+        # Replay only once the worker owns partitions, so latency figures measure the stream and
+        # not the group join.
+        joined_by = time.monotonic() + 60
+        while not worker.assigned and time.monotonic() < joined_by and not stop.is_set():
+            stop.wait(0.05)
         echo(
             f"[demo] 4. serving {model.model_version} on {model.device} "
             f"(metrics http://127.0.0.1:{worker.metrics_port}/metrics)"

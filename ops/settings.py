@@ -136,13 +136,16 @@ class StreamSettings(_Section):
     include_text: bool = True
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     input_format: InputFormat = Field(default_factory=InputFormat)
-    # Messages per micro-batch taken from Kafka; None = 4 x model.batch_size. Length bucketing
+    # Messages per micro-batch taken from Kafka; None = 8 x model.batch_size. Length bucketing
     # (plan_batches into forward batches of model.batch_size) happens inside a micro-batch, so a
     # micro-batch several forward batches wide pads far less than one forward batch's worth.
     batch_max_messages: int | None = Field(default=None, ge=1, le=65_536)
     # At-least-once: how often delivered offsets are committed (also on revoke and shutdown).
     commit_interval_ms: int = Field(default=1000, ge=10, le=60_000)
     transaction_timeout_ms: int = Field(default=60_000, ge=1_000)
+    # Intra-op CPU threads for inference (torch.set_num_threads in the inference thread); None =
+    # torch's default (every visible core), too many under a container CPU limit or a shared host.
+    torch_threads: int | None = Field(default=None, ge=1, le=256)
     # TEST-ONLY hook: sleep this long before each micro-batch's forward passes, so a test can
     # kill the worker at a moment when it is known to hold no open transaction. Keep at 0.
     debug_inference_delay_s: float = Field(default=0.0, ge=0.0, le=60.0)

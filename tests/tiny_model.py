@@ -31,8 +31,10 @@ def make_tiny_base(directory: Path, *, seed: int = 0, layers: int = 2, hidden: i
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
     directory.mkdir(parents=True, exist_ok=True)
-    vocab_file = write_vocab(directory / "vocab.txt")
-    tokenizer = BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True)
+    write_vocab(directory / "vocab.txt")
+    # transformers 5 ignores `vocab_file=` in the constructor (every word becomes [UNK]);
+    # loading the directory reads vocab.txt properly.
+    tokenizer = BertTokenizerFast.from_pretrained(str(directory), do_lower_case=True)
     torch.manual_seed(seed)
     config = BertConfig(
         vocab_size=len(tokenizer.get_vocab()),

@@ -123,7 +123,7 @@ def _markdown(p: dict[str, Any]) -> str:
     out += _table(["metric", "fine-tuned model", "TF-IDF + LR baseline"], rows)
     out.append("")
     if base:
-        out.append(f"Baseline: {base.get('description', '')} (C={base.get('C')}).")
+        out.append(f"Baseline: {base.get('description', '')}.")
     elif p.get("baseline_note"):
         out.append(f"Baseline: {p['baseline_note']}")
     out += ["", "## Per class (fine-tuned model)", ""]

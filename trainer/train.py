@@ -217,9 +217,7 @@ def train(settings: Settings, csv: Path, *, progress: bool = True) -> TrainOutco
         _assert_safetensors_only(tmp)
         del model
         meta = ArtifactMeta(
-            model_version=new_model_version(
-                "minilm" if cfg.base_model == "minilm" else Path(cfg.base_model).name
-            ),
+            model_version=new_model_version(cfg.base_model),
             text=settings.text,
             max_length=cfg.max_length,
             base_model=cfg.base_model,

@@ -75,7 +75,7 @@ def register(sub: Any) -> None:
         metavar="N",
         type=int,
         default=None,
-        help="inputs per micro-batch (default 4 x --batch-size)",
+        help="inputs per micro-batch (default 8 x --batch-size)",
     )
     b.add_argument(
         "--linger-ms", dest="stream.batch_linger_ms", metavar="MS", type=int, default=None
@@ -89,6 +89,14 @@ def register(sub: Any) -> None:
     )
     b.add_argument(
         "--max-length", dest="model.max_length", metavar="TOKENS", type=int, default=None
+    )
+    b.add_argument(
+        "--torch-threads",
+        dest="stream.torch_threads",
+        type=int,
+        metavar="N",
+        default=None,
+        help="CPU threads for inference (default: all cores; set it under a CPU limit)",
     )
     o = p.add_argument_group("operations")
     o.add_argument("--metrics-host", dest="stream.metrics_host", metavar="HOST", default=None)

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from cryptosent.common import (
@@ -89,6 +94,24 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=run)
 
 
+@contextmanager
+def _sigterm_as_exit() -> Iterator[None]:
+    """SIGTERM (a container stop, `kill`) ends Python without unwinding; as SystemExit it runs
+    the cleanup that removes the half-written staging directory."""
+
+    def _exit(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _exit)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     csv: Path = args.csv
@@ -99,7 +122,8 @@ def run(args: argparse.Namespace) -> int:
 
     explicit = {k.split(".", 1)[1] for k in dotted_overrides(args) if k.startswith("train.")}
     settings.train = apply_profile(settings.train, explicit)
-    outcome = train(settings, csv, progress=not args.no_progress)
+    with _sigterm_as_exit():
+        outcome = train(settings, csv, progress=not args.no_progress)
     test = outcome.meta.metrics.get("test", {})
     base = outcome.meta.metrics.get("baseline_test", {})
     print(str(outcome.artifact), flush=True)

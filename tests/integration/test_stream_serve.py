@@ -82,6 +82,10 @@ def test_replay_serve_tail_end_to_end(
     base = f"http://127.0.0.1:{runner.worker.metrics_port}"
     assert _get(base + "/healthz")[0] == 200
     wait_for(lambda: _get(base + "/readyz")[0] == 200 or runner.result is not None, 30, "ready")
+    status, body = _get(base + "/metrics")
+    assert status == 200
+    assert b"cryptosent_stream_consumed_total" in body
+    assert b"cryptosent_stream_end_to_end_latency_seconds_bucket" in body
     counters = runner.join(60)
     assert counters.consumed == 150
     assert counters.outputs_acked == 150
@@ -309,4 +313,28 @@ def test_exactly_once_abort_rewinds_and_loses_nothing(
     # On Kafka this is 0. Tansu does not filter ABORTED transactions from read_committed
     # readers, so the aborted batch's records (at most one micro-batch) show up a second time.
     assert duplicates <= 10
+    reader.close()
+
+
+def test_output_too_large_for_the_producer_is_dead_lettered(
+    kafka_settings: KafkaSettings, make_topic: Callable[..., str], model: SentimentModel
+) -> None:
+    inp, out, dlq = make_topic("in"), make_topic("out"), make_topic("dlq")
+    long_text = "eth " * 480  # ~1.9 KB in, over 2 KB out once the record's fields are added
+    values = [
+        json.dumps({"id": "small", "text": "eth up"}).encode(),
+        json.dumps({"id": "big", "text": long_text}).encode(),
+        json.dumps({"id": "after", "text": "eth down"}).encode(),
+    ]
+    sources = produce(kafka_settings, inp, values, partition=0)
+    kafka = kafka_settings.model_copy(update={"extra": {"message.max.bytes": 2000}})
+    settings = stream_settings(kafka, inp, out, dlq, group=f"g-{inp}")
+    counters = WorkerThread(settings, model, max_messages=3).start().join(60)
+    assert (counters.classified, counters.dead_lettered) == (2, 1)
+    reader = Reader(kafka_settings, [out, dlq])
+    reader.until(3, 20)
+    check_one_per_input(reader, sources, allow_duplicates=False)
+    letter = next(r for r in reader.records if r["_topic"] == dlq)
+    assert letter["error_kind"] == "oversized"
+    assert letter["source"]["offset"] == sources[1][2]
     reader.close()

@@ -10,11 +10,13 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ops.settings import InputFormat
 from schemas.messages import DeadLetter, DeadLetterKind, Label, SentimentOut, SkipReason, Status
 from stream.core import Inbound, decode_message
-from stream.inference import Encoded, plan_batches
+from stream.inference import Encoded, plan_batches, plan_batches_by_cost
 from stream.processing import (
     Batch,
     BatchPipeline,
@@ -73,9 +75,15 @@ class FakeModel:
         return Encoded([[1] * len(t.split()) for t in texts])
 
     def iter_planned(
-        self, encoded: Encoded, batch_size: int
+        self, encoded: Encoded, batch_size: int, *, by_cost: bool = False
     ) -> Iterator[tuple[list[int], list[list[int]]]]:
-        for idx in plan_batches(encoded.lengths, batch_size):
+        # A large per-call overhead makes the cost planner fill groups like plan_batches.
+        plan = (
+            plan_batches_by_cost(encoded.lengths, batch_size, 1000.0)
+            if by_cost
+            else plan_batches(encoded.lengths, batch_size)
+        )
+        for idx in plan:
             yield idx, [encoded.input_ids[i] for i in idx]
 
     def forward_logits(self, batch_ids: Sequence[Sequence[int]]) -> np.ndarray:
@@ -153,8 +161,8 @@ def test_one_record_per_input_in_order() -> None:
     assert long.p_positive is not None
     assert short.p_positive is not None
     assert long.p_positive > short.p_positive
-    # Length-planned: the longest texts share a forward batch, never padded past it.
-    assert model.forward_batches == [[5, 3], [2]]
+    # Length-planned, longest first; each group is padded only to its own longest text.
+    assert model.forward_batches == [[5], [3, 2]]
 
 
 def test_poisonous_text_becomes_one_internal_error() -> None:
@@ -231,3 +239,36 @@ def test_pipeline_threads_keep_submission_order_and_report_errors() -> None:
         assert pipe.poll_done() is None
     finally:
         pipe.close()
+
+
+def _cost(lengths: list[int], plan: list[list[int]], overhead: float) -> float:
+    return sum(overhead + len(g) * max(lengths[i] for i in g) for g in plan)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    lengths=st.lists(st.integers(min_value=1, max_value=128), max_size=200),
+    batch_size=st.integers(min_value=1, max_value=64),
+    overhead=st.sampled_from([0.0, 48.0, 4096.0]),
+)
+def test_cost_planner_is_a_valid_plan_never_worse_than_plan_batches(
+    lengths: list[int], batch_size: int, overhead: float
+) -> None:
+    plan = plan_batches_by_cost(lengths, batch_size, overhead)
+    flat = [i for g in plan for i in g]
+    assert sorted(flat) == list(range(len(lengths)))
+    assert all(1 <= len(g) <= batch_size for g in plan)
+    # The same longest-first order as plan_batches, cut at different points.
+    assert flat == [i for g in plan_batches(lengths, batch_size) for i in g]
+    baseline = plan_batches(lengths, batch_size)
+    assert _cost(lengths, plan, overhead) <= _cost(lengths, baseline, overhead) + 1e-6
+
+
+def test_cost_planner_splits_mixed_lengths_and_keeps_full_groups_on_gpu_costs() -> None:
+    lengths = [128] * 2 + [20] * 62
+    assert [len(g) for g in plan_batches(lengths, 64)] == [64]
+    assert [len(g) for g in plan_batches_by_cost(lengths, 64, 48.0)] == [2, 62]
+    assert [len(g) for g in plan_batches_by_cost(lengths, 64, 1e6)] == [64]
+    assert plan_batches_by_cost([], 8, 48.0) == []
+    with pytest.raises(ValueError, match="batch_size"):
+        plan_batches_by_cost([1], 0, 48.0)
