@@ -11,6 +11,17 @@ import structlog
 LogFormat = Literal["auto", "json", "console"]
 
 
+class _CurrentStderr:
+    """Writes to whatever `sys.stderr` is at the time of the call, not at configure time, so a
+    swapped stream (pytest's capture, a daemon's redirect) never leaves loggers on a closed file."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure_logging(level: str = "INFO", fmt: LogFormat = "auto") -> None:
     """JSON lines when stderr is not a TTY (containers, CI), a readable console on a TTY."""
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
@@ -32,7 +43,7 @@ def configure_logging(level: str = "INFO", fmt: LogFormat = "auto") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
     # Libraries (transformers, urllib3) log through stdlib logging; keep them at WARNING.

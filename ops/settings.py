@@ -213,7 +213,8 @@ class TrainSettings(_Section):
     epochs: float = Field(default=3.0, gt=0)
     batch_size: int = Field(default=25, ge=1)
     eval_batch_size: int = Field(default=64, ge=1)
-    learning_rate: float = Field(default=5e-5, gt=0, lt=1)
+    # None: chosen by model size (trainer.train.default_learning_rate); see docs/training.md.
+    learning_rate: float | None = Field(default=None, gt=0, lt=1)
     weight_decay: float = Field(default=0.01, ge=0)
     warmup_ratio: float = Field(default=0.1, ge=0, lt=1)
     max_grad_norm: float = Field(default=1.0, gt=0)

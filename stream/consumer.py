@@ -5,10 +5,16 @@ Threads
         commits, serves rebalance and delivery callbacks. It never runs the model, so it keeps
         polling far inside `max.poll.interval.ms` however slow inference is.
     stream-prep / stream-infer (`stream.processing.BatchPipeline`): clean + tokenize batch N+1
-        while batch N runs forward. At most two batches are inside; while both slots are taken the
-        next batch keeps filling up to `batch_max_messages`, then the assigned partitions are
-        paused (backpressure) and resumed once it leaves.
+        while batch N runs forward. At most two batches are inside. A full batch takes a free
+        slot at once (backlog: the device never waits for CPU preparation); a partial one, whose
+        linger expired, waits for an empty pipeline and keeps growing (light load: it would only
+        queue behind the running batch). When the forming batch reaches `batch_max_messages`
+        the assigned partitions are paused (backpressure) and resumed once it leaves.
     stream-metrics: the HTTP server for /metrics, /healthz, /readyz.
+
+Liveness: the model never runs on the thread that polls, so a slow forward pass (CPU, a burst of
+long tweets, an OOM split) cannot exceed `max.poll.interval.ms`; paused partitions are still
+polled. Rebalance callbacks finish at most the two in-flight batches before returning.
 
 Delivery
     at_least_once: every output (or dead letter) is produced with a delivery callback; the

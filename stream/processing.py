@@ -3,8 +3,9 @@ two-stage thread pipeline that overlaps CPU preparation of batch N+1 with the fo
 batch N.
 
 Threads: the Kafka thread (`stream.consumer`) submits batches and collects finished ones; one
-`prep` thread cleans and tokenizes; one `infer` thread runs the forward passes. At most
-`max_in_flight` (2) batches are inside: one preparing or prepared, one on the device. Queues are
+`prep` thread cleans, tokenizes and length-plans (`plan_batches_by_cost`); one `infer` thread
+runs the forward passes. At most `max_in_flight` (2) batches are inside: one preparing or
+prepared, one on the device. Queues are
 FIFO and there is a single thread per stage, so batches come out in the order they went in,
 which is what lets exactly-once commit each batch's offsets in its own transaction.
 """

@@ -1,8 +1,8 @@
 """The baseline every fine-tuned model is compared with: TF-IDF + logistic regression.
 
 Fitted on the same train split, its features and regularisation picked on the same validation
-split the model's checkpoint is picked on, evaluated on the same test split. A transformer that does not
-beat it by a clear margin is not worth its serving cost.
+split the model's checkpoint is picked on, evaluated on the same test split. A transformer that
+does not beat it by a clear margin is not worth its serving cost.
 """
 
 from __future__ import annotations

@@ -119,12 +119,13 @@ def make_optimization(
 
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+    lr = cfg.learning_rate or default_learning_rate(int(model.config.hidden_size))
     optimizer = torch.optim.AdamW(
         [
             {"params": decay, "weight_decay": cfg.weight_decay},
             {"params": no_decay, "weight_decay": 0.0},
         ],
-        lr=cfg.learning_rate,
+        lr=lr,
     )
     warmup = math.ceil(cfg.warmup_ratio * total_steps)
 
@@ -236,6 +237,13 @@ def eval_points(steps_per_epoch: int, evals_per_epoch: int) -> set[int]:
     """1-based step-in-epoch indices after which validation runs, spread evenly."""
     n = min(evals_per_epoch, steps_per_epoch)
     return {max(1, round(steps_per_epoch * k / n)) for k in range(1, n + 1)}
+
+
+def default_learning_rate(hidden_size: int) -> float:
+    """The notebook's 1e-4 suits small encoders such as MiniLM (hidden 384), which learn too
+    slowly at BERT's usual rates; for bert-base-sized models (hidden 768+) it is high, so they get
+    3e-5, inside the BERT paper's 2e-5..5e-5 range."""
+    return 1e-4 if hidden_size <= 512 else 3e-5
 
 
 def fit(

@@ -151,7 +151,7 @@ def train(settings: Settings, csv: Path, *, progress: bool = True) -> TrainOutco
 
     from stream.inference import resolve_device, resolve_dtype
     from trainer.base_model import load_base_model, resolve_base_model
-    from trainer.loop import fit, set_seed
+    from trainer.loop import default_learning_rate, fit, set_seed
 
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
@@ -162,6 +162,11 @@ def train(settings: Settings, csv: Path, *, progress: bool = True) -> TrainOutco
     source = resolve_base_model(cfg.base_model)
     set_seed(cfg.seed)
     model, tokenizer = load_base_model(source)
+    if cfg.learning_rate is None:
+        cfg = cfg.model_copy(
+            update={"learning_rate": default_learning_rate(int(model.config.hidden_size))}
+        )
+        settings = settings.model_copy(update={"train": cfg})
     data = load_splits(csv, settings, max_samples=cfg.max_samples)
     _check_trainable(data)
     pad_id = int(tokenizer.pad_token_id or 0)

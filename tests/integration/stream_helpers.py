@@ -128,9 +128,10 @@ class Reader:
     def poll(self, seconds: float = 0.2) -> int:
         got = 0
         for msg in self._consumer.consume(num_messages=1000, timeout=seconds):
-            if msg.error():
+            value = msg.value()
+            if msg.error() or value is None:
                 continue
-            record = json.loads(msg.value())
+            record = json.loads(value)
             record["_topic"] = msg.topic()
             self.records.append(record)
             got += 1

@@ -223,17 +223,17 @@ def test_replay_and_tail_commands(
     boot = ["--bootstrap-servers", kafka_settings.bootstrap_servers]
     done = _cli(
         "replay", *boot, "--csv", str(csv), "--topic", topic,
-        "--rate", "500", "--limit", "250", "--loop", "--keep-event-time",
+        "--rate", "500", "--limit", "400", "--loop", "--keep-event-time",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     summary = done.stdout.strip().splitlines()[-1]
-    assert summary.startswith(f"replay: sent 250 to {topic}, 1 bad rows"), summary
+    assert summary.startswith(f"replay: sent 400 to {topic}, 1 bad rows"), summary
     rate = float(summary.split(" msg/s")[0].rsplit(" ", 1)[1])
     assert rate == pytest.approx(500, rel=0.05)
-    shown = _cli("tail", *boot, "--topic", topic, "--from-beginning", "--max", "250",
+    shown = _cli("tail", *boot, "--topic", topic, "--from-beginning", "--max", "400",
                  "--timeout", "15")  # fmt: skip
     assert shown.returncode == 0, shown.stderr
     lines = shown.stdout.strip().splitlines()
-    assert lines[-1] == f"tail: 250 records from {topic} (raw=250)"
+    assert lines[-1] == f"tail: 400 records from {topic} (raw=400)"
     assert '"id": "99-loop1"' in shown.stdout
     assert '"created_at": "2022-06-25T14:09:10Z"' in lines[0]

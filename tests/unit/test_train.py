@@ -307,3 +307,10 @@ def test_unavailable_base_model_is_refused(
 def test_missing_csv_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train", "--csv", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "o")]) == 2
     assert "does not exist" in _one_error_line(capsys)
+
+
+def test_default_learning_rate_by_model_size() -> None:
+    from trainer.loop import default_learning_rate
+
+    assert default_learning_rate(384) == 1e-4  # MiniLM: the notebook's rate suits it
+    assert default_learning_rate(768) == 3e-5  # bert-base: 1e-4 is too high

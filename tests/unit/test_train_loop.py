@@ -102,7 +102,7 @@ def test_no_class_weights_means_plain_cross_entropy() -> None:
 
     opt = make_optimization(
         torch.nn.Linear(2, 2),  # type: ignore[arg-type]
-        TrainSettings(class_weighted_loss=False),
+        TrainSettings(class_weighted_loss=False, learning_rate=1e-3),
         total_steps=10,
         train_labels=[0, 1, 1],
         device=torch.device("cpu"),
