@@ -34,10 +34,20 @@ def consumer_config(kafka: KafkaSettings, group_id: str, **overrides: Any) -> di
     return conf
 
 
+def _describe(exc: Exception) -> str:
+    err = exc.args[0] if exc.args else exc
+    text = err.str() if hasattr(err, "str") else str(err)
+    return str(text)
+
+
 def admin_client(kafka: KafkaSettings) -> Any:
     from confluent_kafka.admin import AdminClient
 
-    return AdminClient(kafka.client_config())
+    conf = kafka.client_config()
+    # Admin calls surface their failures as exceptions, which become one clear line; librdkafka's
+    # own connection-refused chatter on stderr would only bury it.
+    conf.setdefault("log_level", 2)
+    return AdminClient(conf)
 
 
 def list_topics(kafka: KafkaSettings, timeout: float = 5.0) -> dict[str, int]:
@@ -49,7 +59,7 @@ def list_topics(kafka: KafkaSettings, timeout: float = 5.0) -> dict[str, int]:
         metadata = admin.list_topics(timeout=timeout)
     except KafkaException as exc:
         raise UserError(
-            f"cannot reach Kafka at {kafka.bootstrap_servers}: {exc.args[0]}",
+            f"cannot reach Kafka at {kafka.bootstrap_servers}: {_describe(exc)}",
             hint="start one with `cryptosent broker` or pass --bootstrap-servers",
         ) from None
     return {name: len(t.partitions) for name, t in metadata.topics.items()}
