@@ -186,6 +186,8 @@ class StreamWorker:
         self._assigned: frozenset[TopicPartitionKey] = frozenset()
         self._paused: set[TopicPartitionKey] = set()
         self._position: dict[TopicPartitionKey, int] = {}
+        # Exactly-once: the offsets our own committed transactions stored, per owned partition.
+        self._txn_offsets: dict[TopicPartitionKey, int] = {}
         self._retry: list[tuple[OutRecord, int]] = []
         self._fatal: BaseException | None = None
         self._epoch = 0
@@ -702,6 +704,7 @@ class StreamWorker:
             self._transaction_failed(exc.args[0], batch)
             return None
         self._txn_failures = 0
+        self._txn_offsets.update(offsets)
         self.counters.commits += 1
         self.metrics.commits.inc()
         now = time.time()
@@ -774,20 +777,26 @@ class StreamWorker:
         self.tracker.clear()
         if not self._assigned:
             return
-        parts = [TopicPartition(t, p) for t, p in sorted(self._assigned)]
+        # Our own committed transactions are the latest commits of partitions we still own:
+        # exact, and independent of when the coordinator applies a transactional offset commit
+        # to what an offset fetch returns. The broker is asked only for the other partitions.
+        known = {tp: off for tp, off in self._txn_offsets.items() if tp in self._assigned}
+        ask = [TopicPartition(t, p) for t, p in sorted(self._assigned) if (t, p) not in known]
         try:
-            committed = self._consumer.committed(parts, timeout=10.0)
+            fetched = self._consumer.committed(ask, timeout=10.0) if ask else []
         except KafkaException as exc:
             raise StreamError(f"cannot read committed offsets to rewind: {exc.args[0]}") from None
         default = (
             OFFSET_BEGINNING if self.settings.stream.auto_offset_reset == "earliest" else OFFSET_END
         )
+        targets = dict(known)
+        for tp in fetched:
+            targets[(tp.topic, tp.partition)] = tp.offset if tp.offset >= 0 else default
         where: dict[str, int] = {}
-        for tp in committed:
-            offset = tp.offset if tp.offset >= 0 else default
-            self._consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
-            self._position.pop((tp.topic, tp.partition), None)
-            where[f"{tp.topic}[{tp.partition}]"] = offset
+        for (topic, partition), offset in sorted(targets.items()):
+            self._consumer.seek(TopicPartition(topic, partition, offset))
+            self._position.pop((topic, partition), None)
+            where[f"{topic}[{partition}]"] = offset
         log.warning("rewound_to_committed", offsets=where)
 
     # -- flow control and observability --------------------------------------------------------
@@ -932,6 +941,7 @@ class StreamWorker:
         self._paused -= tps
         for t, p in tps:
             self._position.pop((t, p), None)
+            self._txn_offsets.pop((t, p), None)
             with contextlib.suppress(KeyError):
                 self.metrics.lag.remove(t, str(p))
         self.metrics.assigned.set(len(self._assigned))

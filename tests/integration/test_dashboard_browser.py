@@ -43,7 +43,7 @@ CHROMIUM_ARGS = [
 
 
 def _chromium() -> str:
-    found = os.environ.get("CRYPTOSENT_CHROMIUM") or shutil.which("chromium")
+    found = os.environ.get("CHROMIUM_BIN") or shutil.which("chromium")
     found = found or shutil.which("chromium-browser")
     if found is None:
         message = "Chromium not installed (apt-get install chromium)"

@@ -31,10 +31,6 @@ from tests.tiny_model import make_tiny_artifact
 
 pytestmark = pytest.mark.integration
 
-LABELED = (
-    Path(__file__).resolve().parents[3] / "shared" / "data" / "stocktwits_eth_2022_labeled.csv"
-)
-
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> SentimentModel:
@@ -62,11 +58,11 @@ def test_replay_serve_tail_end_to_end(
     make_topic: Callable[..., str],
     model: SentimentModel,
     tmp_path: Path,
+    shared_data: Callable[[str], Path],
 ) -> None:
-    if not LABELED.exists():
-        pytest.skip("shared labeled CSV not available")
+    labeled = shared_data("stocktwits_eth_2022_labeled.csv")
     # A slice of the real stream (with labels) in a temp file, never inside the repo.
-    with LABELED.open(encoding="utf-8", newline="") as handle:
+    with labeled.open(encoding="utf-8", newline="") as handle:
         rows = list(itertools.islice(csv.reader(handle), 151))
     sliced = tmp_path / "slice.csv"
     with sliced.open("w", encoding="utf-8", newline="") as handle:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,6 @@ from ops.settings import DataSettings, KafkaSettings
 from schemas.messages import Label, TweetIn
 from stream.replay import RateSchedule, ReplayRow, iter_messages, load_rows, replay, tweet_json
 from stream.tail import TailSummary, format_record
-
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
-
 
 # -- rate schedule -----------------------------------------------------------------------------
 
@@ -136,10 +134,9 @@ def test_mapped_columns_and_label_map(tmp_path: Path) -> None:
         load_rows(csv, DataSettings(), keep_event_time=False)
 
 
-@pytest.mark.skipif(not (SHARED / "stocktwits_eth_2022_unlabeled.csv").exists(), reason="no data")
-def test_shared_unlabeled_csv_loads() -> None:
+def test_shared_unlabeled_csv_loads(shared_data: Callable[[str], Path]) -> None:
     rows, bad = load_rows(
-        SHARED / "stocktwits_eth_2022_unlabeled.csv", DataSettings(), keep_event_time=True
+        shared_data("stocktwits_eth_2022_unlabeled.csv"), DataSettings(), keep_event_time=True
     )
     assert len(rows) + bad == 7256
     assert len({r.id for r in rows}) == len(rows)
