@@ -212,16 +212,23 @@ def padded_tokens(batches: Sequence[Sequence[Sequence[int]]], pad_to: int | None
     return sum(len(b) * (pad_to or max(len(x) for x in b)) for b in batches if b)
 
 
+def micro_default(batch_size: int) -> int:
+    from stream.consumer import MICRO_BATCH_FACTOR
+
+    return MICRO_BATCH_FACTOR * batch_size
+
+
 def serve_batches(
     pool: Sequence[list[int]], batch_size: int, micro: int | None = None
 ) -> list[list[list[int]]]:
     """Forward batches exactly as serve forms them: micro-batches of `micro` messages (default
-    4 x batch_size, stream.batch_max_messages' default) in arrival order, each length-planned by
-    `plan_batches`. Planning the whole pool at once would group better than serve ever can and
-    flatter the ceiling."""
+    MICRO_BATCH_FACTOR x batch_size, stream.batch_max_messages' default) in arrival order, each
+    length-planned by `plan_batches` (what serve's cost planner reduces to on a GPU, where a
+    forward call's fixed cost dwarfs padding). Planning the whole pool at once would group better
+    than serve ever can and flatter the ceiling."""
     from stream.inference import plan_batches
 
-    micro = micro or 4 * batch_size
+    micro = micro or micro_default(batch_size)
     out: list[list[list[int]]] = []
     for start in range(0, len(pool), micro):
         chunk = pool[start : start + micro]
@@ -829,19 +836,19 @@ def step_inference(ctx: Context) -> dict[str, Any]:
     rng = ctx.rng(3)
     pool = ctx.inputs.take(sizes.infer_pool, rng)
     points: list[dict[str, Any]] = []
-    # Serve's default micro-batch (4 x bs) sorts only 4 forward batches' worth of tweets, so the
-    # widest batch pads to the rare ~128-token tweet (~50 % padding on StockTwits lengths). The
-    # extra sweep keeps micro-batches at `wide` messages and cuts them into smaller forward
-    # batches (stream.batch_max_messages > 4 x model.batch_size): does less padding pay for the
-    # extra launches?
-    wide = 4 * max(sizes.batch_sizes)
+    # Serve's default micro-batch (MICRO_BATCH_FACTOR x bs) sorts only that many forward
+    # batches' worth of tweets, so its widest batch pads to the rare ~128-token tweet. The extra
+    # sweep keeps micro-batches at `wide` messages and cuts them into smaller forward batches
+    # (a larger stream.batch_max_messages): does less padding pay for the extra launches?
+    wide = micro_default(max(sizes.batch_sizes))
     plans: list[tuple[str, str, int | None, tuple[int, ...]]] = [
         (name, prec, None, sizes.batch_sizes)
         for name in ("bert-base", "minilm")
         for prec in ("bf16", "fp32")
     ]
     plans.insert(
-        1, ("bert-base", "bf16", wide, tuple(b for b in sizes.batch_sizes if b < wide // 4))
+        1,
+        ("bert-base", "bf16", wide, tuple(b for b in sizes.batch_sizes if micro_default(b) < wide)),
     )
     models: dict[str, Any] = {}
     for shape_name, precision, micro, batch_sizes in plans:
@@ -855,13 +862,16 @@ def step_inference(ctx: Context) -> dict[str, Any]:
             batches = serve_batches(pool, bs, micro)
             point = measure_point(sm, batches, sizes.point_cap_s, ctx.rng(30 + bs), ctx.sync)
             point.update(
-                shape=shape_name, precision=precision, batch_size=bs, micro_batch=micro or 4 * bs
+                shape=shape_name,
+                precision=precision,
+                batch_size=bs,
+                micro_batch=micro or micro_default(bs),
             )
             points.append(point)
             if micro is None:
                 ctx.ceiling[(shape_name, precision, bs)] = point["tweets_per_s"]
             print(
-                f"   {shape_name:9s} {precision} bs {bs:4d} micro {micro or 4 * bs:5d}: "
+                f"   {shape_name:9s} {precision} bs {bs:4d} micro {micro or micro_default(bs):5d}: "
                 f"{point['tweets_per_s']:>10.1f} tweets/s ({point['tweets']} tweets, "
                 f"padding {point['padding_share']:.1%})",
                 flush=True,
@@ -871,7 +881,7 @@ def step_inference(ctx: Context) -> dict[str, Any]:
         (
             p
             for p in points
-            if p["shape"] == "bert-base" and p["micro_batch"] == 4 * p["batch_size"]
+            if p["shape"] == "bert-base" and p["micro_batch"] == micro_default(p["batch_size"])
         ),
         key=lambda p: p["tweets_per_s"],
     )
@@ -955,7 +965,7 @@ def step_memory(ctx: Context) -> dict[str, Any]:
     sm = serving_model(model, ctx.device, dtype)
     largest = max(sizes.batch_sizes)
     rng = ctx.rng(5)
-    typical = max(serve_batches(ctx.inputs.take(4 * largest, rng), largest), key=len)
+    typical = max(serve_batches(ctx.inputs.take(micro_default(largest), rng), largest), key=len)
     worst = [[CLS_ID, *([FIRST_WORD_ID] * (MAX_LENGTH - 2)), SEP_ID]] * largest
     memory: list[dict[str, Any]] = []
     for label, batch in (
@@ -1424,7 +1434,8 @@ def render_markdown(results: dict[str, Any]) -> str:
 
         def micro(p: dict[str, Any]) -> str:
             size = p.get("micro_batch")
-            return "4 x bs" if size in (None, 4 * p["batch_size"]) else str(size)
+            default = micro_default(p["batch_size"])
+            return "serve default" if size in (None, default) else str(size)
 
         combos = sorted({(p["shape"], p["precision"], micro(p)) for p in inf["points"]})
         sizes = sorted({p["batch_size"] for p in inf["points"]})

@@ -75,8 +75,9 @@ def test_serve_batches_stay_inside_micro_batches() -> None:
     assert all(len(b) <= 16 for b in batches)
     rows = [x[0] for b in batches for x in b]
     assert sorted(rows) == list(range(300))
-    # Micro-batches hold 4 x 16 = 64 messages in arrival order; no batch mixes two of them.
-    assert all(len({x[0] // 64 for x in b}) == 1 for b in batches)
+    # Micro-batches hold serve's factor x 16 messages in arrival order; none is mixed.
+    micro = gb.micro_default(16)
+    assert all(len({x[0] // micro for x in b}) == 1 for b in batches)
 
 
 def test_length_grouping_cuts_training_padding(table: gb.LengthTable) -> None:
