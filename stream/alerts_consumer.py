@@ -296,6 +296,7 @@ class AlertsService:
                 self._consumer.close()
             finally:
                 self._producer.flush(10)
+                self._consumer = self._producer = None
                 if metrics_server is not None:
                     metrics_server.shutdown()
             log.info("alerts_stopped", **self._summary())

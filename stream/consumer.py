@@ -365,6 +365,9 @@ class StreamWorker:
             self._producer.flush(5.0)
         if self._http is not None:
             self._http.stop()
+        # Drop the clients: a live librdkafka handle keeps reconnecting (and logging) for as long
+        # as anything, such as the demo holding this worker, still references it.
+        self._consumer = self._producer = None
         log.info("shutdown", graceful=graceful, **self.counters.as_dict())
 
     # -- the loop's steps -----------------------------------------------------------------------
