@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
+import signal
+import sys
+import threading
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
@@ -107,3 +112,22 @@ def settings_from_args(args: argparse.Namespace, **extra: Any) -> Settings:
         raise UserError(str(exc), hint="see `Settings` in ops/settings.py for the names") from None
     configure_logging(settings.log_level, settings.log_format)
     return settings
+
+
+def stop_on_signals(second: Literal["exit", "raise"] = "exit") -> threading.Event:
+    """The first SIGINT/SIGTERM sets the returned event (finish in-flight work, exit 0). A second
+    one exits at once: `exit` ends the process with 130; `raise` raises KeyboardInterrupt, so
+    context managers still stop child processes such as the embedded broker."""
+    stop = threading.Event()
+
+    def _on_signal(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set():
+            if second == "raise":
+                raise KeyboardInterrupt
+            print("second signal: exiting now", file=sys.stderr, flush=True)
+            os._exit(130)
+        stop.set()
+
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    return stop

@@ -93,6 +93,23 @@ def write_meta(directory: Path, meta: ArtifactMeta) -> Path:
     return path
 
 
+def check_model_config(directory: Path, what: str) -> None:
+    """A Hugging Face directory's config.json must exist, parse, and ask for no custom code:
+    checked for artifacts here and for base models by the trainer."""
+    config_path = directory / "config.json"
+    if not config_path.is_file():
+        raise UserError(f"{what} {directory} has no config.json")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UserError(f"{what} {directory} has an unreadable config.json: {exc}") from None
+    if isinstance(config, dict) and "auto_map" in config:
+        raise UserError(
+            f"refusing {what} {directory}: its config asks for custom code (auto_map)",
+            hint="trust_remote_code is never enabled",
+        )
+
+
 def read_meta(directory: Path) -> ArtifactMeta:
     """Validate an artifact directory and return its metadata, or raise a one-line UserError."""
     if not directory.exists():
@@ -116,18 +133,7 @@ def read_meta(directory: Path) -> ArtifactMeta:
         )
     if not (directory / WEIGHTS_FILE).is_file():
         raise UserError(f"artifact {directory} has no {WEIGHTS_FILE}")
-    config_path = directory / "config.json"
-    if not config_path.is_file():
-        raise UserError(f"artifact {directory} has no config.json")
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"artifact {directory} has an unreadable config.json: {exc}") from None
-    if isinstance(config, dict) and "auto_map" in config:
-        raise UserError(
-            f"refusing artifact {directory}: its config asks for custom code (auto_map)",
-            hint="trust_remote_code is never enabled",
-        )
+    check_model_config(directory, "artifact")
     try:
         meta = ArtifactMeta.model_validate_json(meta_path.read_text(encoding="utf-8"))
     except ValidationError as exc:

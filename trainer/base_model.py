@@ -8,14 +8,13 @@ Every load passes `local_files_only=True` so nothing ever waits on the network, 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ops.errors import UserError
 from schemas.messages import Label
-from stream.artifact import PICKLE_SUFFIXES
+from stream.artifact import PICKLE_SUFFIXES, check_model_config
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -66,18 +65,7 @@ def _looks_like_hub_id(name: str) -> bool:
 def _check_directory(path: Path) -> None:
     if not path.is_dir():
         raise UserError(f"base model {path} is not a directory")
-    config = path / "config.json"
-    if not config.is_file():
-        raise UserError(f"base model directory {path} has no config.json")
-    try:
-        parsed = json.loads(config.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"base model {path} has an unreadable config.json: {exc}") from None
-    if isinstance(parsed, dict) and "auto_map" in parsed:
-        raise UserError(
-            f"refusing base model {path}: its config asks for custom code (auto_map)",
-            hint="trust_remote_code is never enabled",
-        )
+    check_model_config(path, "base model")
     if not any(p.suffix == ".safetensors" for p in path.iterdir()):
         pickled = [p.name for p in path.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES]
         raise UserError(

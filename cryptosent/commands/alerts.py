@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import signal
-import threading
-from types import FrameType
 from typing import Any
 
-from cryptosent.common import add_global_args, add_kafka_args, settings_from_args
+from cryptosent.common import add_global_args, add_kafka_args, settings_from_args, stop_on_signals
 
 
 def _windows(value: str) -> list[int]:
@@ -60,12 +57,6 @@ def run(args: argparse.Namespace) -> int:
     from stream.alerts_consumer import AlertsService
 
     settings = settings_from_args(args)
-    stop = threading.Event()
-
-    def _on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGINT, _on_signal)
-    signal.signal(signal.SIGTERM, _on_signal)
+    stop = stop_on_signals("exit")
     AlertsService(settings).run(stop)
     return 0

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import signal
-import threading
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
-from cryptosent.common import add_global_args, settings_from_args
+from cryptosent.common import add_global_args, settings_from_args, stop_on_signals
 from ops.broker import EmbeddedBroker
 from ops.kafka import create_topics
 from ops.settings import KafkaSettings
@@ -36,13 +33,7 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
-    stop = threading.Event()
-
-    def _on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGINT, _on_signal)
-    signal.signal(signal.SIGTERM, _on_signal)
+    stop = stop_on_signals("raise")
     cfg = settings.broker
     with EmbeddedBroker(
         host=cfg.host, port=cfg.port, binary=cfg.binary, startup_timeout_s=cfg.startup_timeout_s

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import threading
-from types import FrameType
 from typing import Any
 
-from cryptosent.common import add_global_args, add_kafka_args, settings_from_args
+from cryptosent.common import add_global_args, add_kafka_args, settings_from_args, stop_on_signals
 
 
 def register(sub: Any) -> None:
@@ -44,13 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from stream.dashboard.app import Dashboard
 
     settings = settings_from_args(args)
-    stop = threading.Event()
-
-    def _on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGINT, _on_signal)
-    signal.signal(signal.SIGTERM, _on_signal)
+    stop = stop_on_signals("raise")
     dashboard = Dashboard(settings)
     url = dashboard.start()
     # The URL alone on stdout, so scripts can capture it.

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
-import threading
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
-from cryptosent.common import add_global_args, add_kafka_args, settings_from_args
+from cryptosent.common import add_global_args, add_kafka_args, settings_from_args, stop_on_signals
 
 
 def register(sub: Any) -> None:
@@ -46,18 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from cryptosent.demo import run_demo
 
     settings = settings_from_args(args)
-    stop = threading.Event()
-    hits = 0
-
-    def _on_signal(signum: int, frame: FrameType | None) -> None:
-        nonlocal hits
-        hits += 1
-        if hits > 1:
-            raise KeyboardInterrupt
-        stop.set()
-
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
+    stop = stop_on_signals("raise")
     summary = run_demo(
         settings,
         model_dir=args.model,

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import os
-import signal
 import sys
-import threading
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
-from cryptosent.common import add_global_args, add_kafka_args, settings_from_args
+from cryptosent.common import add_global_args, add_kafka_args, settings_from_args, stop_on_signals
 from ops.logging import get_logger
 
 
@@ -125,26 +121,10 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=run)
 
 
-def install_signal_handlers(stop: threading.Event) -> None:
-    """First SIGTERM/SIGINT: finish in-flight work and exit 0. Second: exit 130 immediately."""
-    log = get_logger("cryptosent.serve")
-
-    def _on_signal(signum: int, frame: FrameType | None) -> None:
-        if stop.is_set():
-            print("second signal: exiting now", file=sys.stderr, flush=True)
-            os._exit(130)
-        log.info("shutdown_requested", signal=signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGINT, _on_signal)
-    signal.signal(signal.SIGTERM, _on_signal)
-
-
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     log = get_logger("cryptosent.serve")
-    stop = threading.Event()
-    install_signal_handlers(stop)
+    stop = stop_on_signals("exit")
 
     from stream.artifact import read_meta
     from stream.consumer import StreamError, StreamWorker, ensure_topics

@@ -215,7 +215,7 @@ def test_results_written_as_json_and_markdown(tmp_path: Path) -> None:
         "n/a (cpu dry run)",
         "no broker",
         "boom",
-        "| bert-base | fp32 | 4 x bs | 5 |",
+        "| bert-base | fp32 | serve default | 5 |",
     ):
         assert fragment in md
     assert not list((tmp_path / "out").glob("*.tmp"))
