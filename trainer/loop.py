@@ -114,9 +114,12 @@ def make_optimization(
     device: torch.device,
     autocast_dtype: torch.dtype | None,
 ) -> Optimization:
-    """AdamW (no decay on biases and LayerNorm weights), linear warmup then linear decay to 0."""
+    """Moves the model to `device`, then builds AdamW (no decay on biases and LayerNorm
+    weights), linear warmup then linear decay to 0, the grad scaler and the loss weights."""
     import torch
 
+    module: torch.nn.Module = model
+    module.to(device)
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
     lr = cfg.learning_rate or default_learning_rate(int(model.config.hidden_size))
@@ -281,8 +284,6 @@ def fit(
         device=device,
         autocast_dtype=autocast_dtype,
     )
-    module: torch.nn.Module = model
-    module.to(device)
 
     best_key: tuple[float, float] | None = None
     best: dict[str, Any] = {}
@@ -441,8 +442,6 @@ def measure_throughput(
         device=device,
         autocast_dtype=autocast_dtype,
     )
-    module: torch.nn.Module = model
-    module.to(device)
     pad_to = None if grouped else cfg.max_length
     samples = 0
     tokens = 0
