@@ -226,7 +226,7 @@ def serve_batches(
     length-planned by `plan_batches` (what serve's cost planner reduces to on a GPU, where a
     forward call's fixed cost dwarfs padding). Planning the whole pool at once would group better
     than serve ever can and flatter the ceiling."""
-    from stream.inference import plan_batches
+    from stream.core.planning import plan_batches
 
     micro = micro or micro_default(batch_size)
     out: list[list[list[int]]] = []
@@ -431,8 +431,8 @@ def serving_model(
     """The in-memory model wrapped exactly as `load_model` wraps an artifact."""
     from ops.settings import TextSettings
     from stream.artifact import ArtifactMeta
+    from stream.core.text import TextPipeline
     from stream.inference import SentimentModel
-    from stream.text import TextPipeline
 
     settings = text or TextSettings(lang_backend="none")
     meta = ArtifactMeta(
@@ -455,7 +455,7 @@ def serving_model(
 
 def logits_for(sm: SentimentModel, ids: list[list[int]], batch_size: int = 64) -> np.ndarray:
     """Logits in input order through the serving path (plan_batches + forward_logits)."""
-    from stream.inference import Encoded
+    from stream.core.planning import Encoded
 
     out = np.zeros((len(ids), 2), dtype=np.float32)
     for rows, batch in sm.iter_planned(Encoded(ids), batch_size):
@@ -473,7 +473,7 @@ def calibrate_head(model: Any, ids: list[list[int]], target_std: float = 4.0) ->
     """
     import torch
 
-    from stream.inference import plan_batches
+    from stream.core.planning import plan_batches
 
     model.eval()
     pooled: list[torch.Tensor] = []
@@ -594,7 +594,7 @@ def _compare(ref: np.ndarray, cand: np.ndarray) -> dict[str, float]:
 def step_correctness(ctx: Context) -> dict[str, Any]:
     import torch
 
-    from stream.inference import softmax
+    from stream.core.planning import softmax
 
     n, n_cal = ctx.sizes.correctness_n, ctx.sizes.calibration_n
     subjects: list[tuple[str, Callable[[], Any]]] = [
@@ -920,7 +920,8 @@ def _forced_oom(limit: int, run: Callable[[dict[str, Any]], Any], seen: list[int
 def oom_check(sm: SentimentModel, ids: list[list[int]], limit: int) -> dict[str, Any]:
     """`forward_logits` on one batch, then again with `run_batch` failing with OOM above `limit`
     rows: the batch must be halved until it fits, lose no row and give the same numbers."""
-    from stream.inference import InferenceStats, softmax
+    from stream.core.planning import softmax
+    from stream.inference import InferenceStats
 
     plain = sm.forward_logits(ids)
     seen: list[int] = []

@@ -41,22 +41,22 @@ def read_texts(paths: list[Path]) -> list[str]:
 
 
 def clean_texts(texts: list[str]) -> tuple[list[str], str]:
-    """The serving pipeline when it imports; the language filter only when `stream.lang` exists.
+    """The serving pipeline, with the language filter (`stream.core.lang`) when it imports.
     Returns the kept texts and a description of what was applied (stored in the table)."""
     try:
         from ops.settings import TextSettings
-        from stream.text import TextPipeline
+        from stream.core.text import TextPipeline
     except ImportError as exc:  # pipeline not written yet: a plain approximation, labelled so
         symbols = re.compile(r"[^\w\s]")
         url = re.compile(r"https?://\S+|www\.\S+")
         kept = [" ".join(symbols.sub(" ", url.sub(" ", t)).split()) for t in texts]
         return [t for t in kept if len(t) >= 3], f"regex fallback ({exc})"
     settings = TextSettings()
-    note = "stream.text.TextPipeline(TextSettings())"
+    note = "stream.core.text.TextPipeline(TextSettings())"
     try:
         results = TextPipeline(settings).process_batch(texts)
     except Exception as exc:
-        # The language filter (stream.lang) is being written concurrently; without it a few
+        # The language filter (stream.core.lang) is being written concurrently; without it a few
         # non-English texts stay in, which barely moves the quantiles.
         results = TextPipeline(TextSettings(lang_backend="none")).process_batch(texts)
         note += f" with lang_backend='none' (language filter failed: {type(exc).__name__})"

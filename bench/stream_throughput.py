@@ -40,7 +40,8 @@ from ops.kafka import create_topics  # noqa: E402
 from ops.logging import configure_logging  # noqa: E402
 from ops.settings import DataSettings, KafkaSettings, Settings, TextSettings  # noqa: E402
 from stream.artifact import ArtifactMeta, write_meta  # noqa: E402
-from stream.inference import SentimentModel, load_model, plan_batches_by_cost, softmax  # noqa: E402
+from stream.core.planning import plan_batches_by_cost, softmax  # noqa: E402
+from stream.inference import SentimentModel, load_model  # noqa: E402
 
 DEFAULT_CSV = ROOT.parent / "shared" / "data" / "stocktwits_eth_2022_unlabeled.csv"
 RESULTS = ROOT / "bench" / "results"

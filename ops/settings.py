@@ -177,7 +177,7 @@ class TextSettings(_Section):
     lang_min_confidence: float = Field(default=0.95, ge=0.0, le=1.0)
     lang_min_chars: int = Field(default=20, ge=0)
     # A text whose letters are mostly non-Latin (and at least this many) is not English however
-    # short it is; see `stream.lang`.
+    # short it is; see `stream.core.lang`.
     lang_min_script_letters: int = Field(default=2, ge=1)
     lang_seed: int = 0
 

@@ -21,12 +21,13 @@ from ops.errors import UserError
 from ops.settings import Device, Precision
 from schemas.messages import Label
 from stream.artifact import ArtifactMeta, read_meta
+from stream.core.planning import Encoded, plan_batches, plan_batches_by_cost, softmax
 
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-    from stream.text import TextPipeline
+    from stream.core.text import TextPipeline
 
 
 def resolve_device(device: Device) -> torch.device:
@@ -53,67 +54,6 @@ def resolve_dtype(device: torch.device, precision: Precision) -> torch.dtype | N
     return torch.float16
 
 
-def plan_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Group indices into batches of similar length (longest first), at most `batch_size` each.
-
-    Pure: the same lengths always give the same plan, which the throughput benchmark relies on to
-    measure the model alone "grouped exactly as serve groups them".
-    """
-    if batch_size < 1:
-        raise ValueError("batch_size must be >= 1")
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-
-
-def plan_batches_by_cost(
-    lengths: Sequence[int], batch_size: int, overhead_tokens: float
-) -> list[list[int]]:
-    """Like `plan_batches` (longest first, contiguous runs of the length-sorted order, at most
-    `batch_size` each, each padded only to its own longest) but with the cut points chosen to
-    minimise the estimated cost sum(overhead_tokens + size * longest) instead of filling every
-    group: a micro-batch of 115 tweets becomes many short groups instead of one 64-wide group
-    padded to 128 tokens. Measured on the 2-core CPU (minilm, 1 thread): 2.7x the throughput of
-    `plan_batches` on 32-115 tweet micro-batches, 1.4x on 512. Exact (dynamic programming over
-    the sorted order, O(n * batch_size)); pure and deterministic like `plan_batches`.
-
-    `overhead_tokens` is the fixed cost of one forward call in tokens' worth of compute: ~50 on
-    a CPU (11 ms per call against 0.2 ms per token), thousands on a GPU, where it reproduces
-    `plan_batches`' full groups.
-    """
-    if batch_size < 1:
-        raise ValueError("batch_size must be >= 1")
-    n = len(lengths)
-    order = sorted(range(n), key=lambda i: (-lengths[i], i))
-    if n == 0:
-        return []
-    longest = np.array([lengths[i] for i in order], dtype=np.float64)
-    best = np.zeros(n + 1, dtype=np.float64)
-    cut = np.zeros(n + 1, dtype=np.int64)
-    for end in range(1, n + 1):
-        starts = np.arange(max(0, end - batch_size), end)
-        # Group [start, end) of the descending order is padded to longest[start].
-        cost = best[starts] + overhead_tokens + (end - starts) * longest[starts]
-        k = int(np.argmin(cost))
-        best[end] = cost[k]
-        cut[end] = starts[k]
-    groups: list[list[int]] = []
-    end = n
-    while end > 0:
-        start = int(cut[end])
-        groups.append(order[start:end])
-        end = start
-    groups.reverse()
-    return groups
-
-
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    scaled = logits.astype(np.float64) / temperature
-    scaled -= scaled.max(axis=1, keepdims=True)
-    exp = np.exp(scaled)
-    out: np.ndarray = exp / exp.sum(axis=1, keepdims=True)
-    return out
-
-
 def _is_oom(exc: BaseException) -> bool:
     import torch
 
@@ -123,17 +63,6 @@ def _is_oom(exc: BaseException) -> bool:
     if oom_type is not None and isinstance(exc, oom_type):
         return True
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
-
-
-@dataclass
-class Encoded:
-    """Token ids without padding, in input order."""
-
-    input_ids: list[list[int]]
-
-    @property
-    def lengths(self) -> list[int]:
-        return [len(ids) for ids in self.input_ids]
 
 
 @dataclass
@@ -159,6 +88,14 @@ class SentimentModel:
     stats: InferenceStats = field(default_factory=InferenceStats)
     # Seam for tests and the OOM benchmark: runs one padded batch, returns logits on the CPU.
     run_batch: Callable[[dict[str, torch.Tensor]], torch.Tensor] | None = None
+
+    @property
+    def name(self) -> str:
+        precision = (
+            str(self.autocast_dtype).removeprefix("torch.") if self.autocast_dtype else "fp32"
+        )
+        precision = {"bfloat16": "bf16", "float16": "fp16"}.get(precision, precision)
+        return f"torch-{self.device.type}-{precision}"
 
     @property
     def model_version(self) -> str:
@@ -292,7 +229,7 @@ def load_model(
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from stream.text import TextPipeline
+    from stream.core.text import TextPipeline
 
     # A per-load progress bar on stderr is noise in a service's logs.
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]

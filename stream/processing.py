@@ -34,7 +34,7 @@ from stream.core import (
     sentiment_record,
     to_out_record,
 )
-from stream.inference import Encoded, softmax
+from stream.core.planning import Encoded, softmax
 
 log = get_logger(__name__)
 

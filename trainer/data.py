@@ -144,7 +144,7 @@ def clean_dataset(
 ) -> CleanedData:
     """Read, filter, clean and de-duplicate; no split yet."""
     from ops.csvio import canonical_labels, read_csv_strings, resolve_columns
-    from stream.text import TextPipeline
+    from stream.core.text import TextPipeline
 
     frame, encoding = read_csv_strings(csv)
     sha = csv_fingerprint(csv)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from ops.settings import TrainSettings
-from stream.inference import plan_batches
+from stream.core.planning import plan_batches
 
 if TYPE_CHECKING:
     import torch

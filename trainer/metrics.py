@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from schemas.messages import Label
-from stream.inference import softmax
+from stream.core.planning import softmax
 from trainer.calibration import (
     DEFAULT_BINS,
     expected_calibration_error,

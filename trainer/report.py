@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from stream.inference import softmax
+from stream.core.planning import softmax
 from trainer.calibration import DEFAULT_BINS, reliability_bins
 from trainer.metrics import LABELS, NEGATIVE, POSITIVE, majority_accuracy
 

@@ -112,7 +112,7 @@ def _fixture_figure(text: TextSettings) -> tuple[str, str]:
     if text.lang_backend == "none" or not FIXTURE.is_file():
         return "n/a", ""
     from schemas.messages import SkipReason
-    from stream.text import TextPipeline
+    from stream.core.text import TextPipeline
 
     lines = [line for line in FIXTURE.read_text(encoding="utf-8").splitlines() if line.strip()]
     if not lines:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stream.inference import softmax
+from stream.core.planning import softmax
 from trainer.calibration import (
     T_MAX,
     T_MIN,

@@ -127,7 +127,7 @@ def test_forced_oom_is_real_oom_type(tiny_model: Any) -> None:
 def test_calibrated_head_balances_labels(tiny_model: Any) -> None:
     import torch
 
-    from stream.inference import softmax
+    from stream.core.planning import softmax
 
     rng = np.random.default_rng(5)
     cal = gb.synthetic_ids(rng.integers(3, 40, size=128), rng, TINY.vocab)

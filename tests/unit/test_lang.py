@@ -16,8 +16,8 @@ import pytest
 
 from ops.settings import TextSettings
 from schemas.messages import SkipReason
-from stream.lang import LanguageFilter, is_latin_letter
-from stream.text import TextPipeline
+from stream.core.lang import LanguageFilter, is_latin_letter
+from stream.core.text import TextPipeline
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "non_english_crypto.txt"
 STOCKTWITS = "stocktwits_eth_2022_labeled.csv"

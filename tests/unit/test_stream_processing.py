@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from ops.settings import InputFormat
 from schemas.messages import DeadLetter, DeadLetterKind, Label, SentimentOut, SkipReason, Status
 from stream.core import Inbound, decode_message
-from stream.inference import Encoded, plan_batches, plan_batches_by_cost
+from stream.core.planning import Encoded, plan_batches, plan_batches_by_cost
 from stream.processing import (
     Batch,
     BatchPipeline,

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from ops.errors import UserError
 from ops.settings import TextSettings
 from schemas.messages import SkipReason
-from stream.text import CleanResult, TextPipeline
+from stream.core.text import CleanResult, TextPipeline
 
 PLAIN = TextSettings(lang_backend="none")
 

@@ -50,7 +50,7 @@ class KafkaMessage(Protocol):
 
 
 class CleanResultLike(Protocol):
-    """What `stream.text.TextPipeline.process_batch` returns per text."""
+    """What `stream.core.text.TextPipeline.process_batch` returns per text."""
 
     @property
     def text(self) -> str | None: ...

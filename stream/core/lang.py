@@ -3,7 +3,7 @@
 Crypto chatter is short and full of slang ("pump dead", "2k INCOMING", "bullish af"); asked
 naively, language identifiers call 13-18% of English StockTwits posts something else. So a text
 is judged on a view of it without links, mentions, tickers, hashtags, emojis, numbers (see
-`stream.text`) and crypto jargon ("hodl", "wagmi"), none of which belongs to a language:
+`stream.core.text`) and crypto jargon ("hodl", "wagmi"), none of which belongs to a language:
 
 1. Script: when most letters (and at least `lang_min_script_letters`) are outside the Latin
    script (CJK, Hangul, Cyrillic, Arabic, Thai, Devanagari, ...) the text is not English,

@@ -21,7 +21,7 @@ from ops.settings import TextSettings
 from schemas.messages import SkipReason
 
 if TYPE_CHECKING:
-    from stream.lang import LanguageFilter
+    from stream.core.lang import LanguageFilter
 
 __all__ = ["CleanResult", "TextPipeline"]
 
@@ -239,7 +239,7 @@ class TextPipeline:
     def language_filter(self) -> LanguageFilter:
         """Built on first use: loading a language model is not import-time work."""
         if self._lang is None:
-            from stream.lang import LanguageFilter
+            from stream.core.lang import LanguageFilter
 
             self._lang = LanguageFilter(self._config)
         return self._lang
