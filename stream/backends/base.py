@@ -20,7 +20,7 @@ class Backend(Protocol):
 
     @property
     def name(self) -> str:
-        """The backend and its precision, e.g. ``torch-fp32``, ``torch-cuda-bf16``, ``onnx-int8``."""
+        """The backend and its precision, e.g. ``torch-cpu-fp32``, ``onnx-int8``."""
         ...
 
     @property
