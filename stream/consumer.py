@@ -43,6 +43,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ops.errors import UserError
+from ops.http import HealthServer
 from ops.kafka import check_topics, consumer_config, create_topics, producer_config
 from ops.logging import get_logger
 from ops.settings import Settings
@@ -56,7 +57,7 @@ from stream.core import (
     batch_offsets,
     decode_message,
 )
-from stream.metrics import HealthServer, StreamMetrics
+from stream.metrics import StreamMetrics
 from stream.processing import Batch, BatchPipeline, ModelLike, build_records, infer, prepare
 
 log = get_logger(__name__)
@@ -230,7 +231,11 @@ class StreamWorker:
         if self._serve_http:
             try:
                 self._http = HealthServer(
-                    s.stream.metrics_host, s.stream.metrics_port, self.metrics, self.readiness
+                    s.stream.metrics_host,
+                    s.stream.metrics_port,
+                    self.metrics.registry,
+                    self.readiness,
+                    name="serve",
                 ).start()
             except OSError as exc:
                 raise UserError(

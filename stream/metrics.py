@@ -1,4 +1,4 @@
-"""Prometheus metrics and the health endpoints of `serve`, on one small HTTP server.
+"""Prometheus metrics of `serve`, exposed by `ops.http.HealthServer`.
 
 Each worker has its own `CollectorRegistry` (never the global one) so several workers, e.g. two
 in one test process or serve inside the demo, can run side by side.
@@ -6,13 +6,7 @@ in one test process or serve inside the demo, can run side by side.
 
 from __future__ import annotations
 
-import json
-import threading
-from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
-
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
 
 _PREFIX = "cryptosent_stream"
@@ -82,65 +76,3 @@ class StreamMetrics:
     def render(self) -> bytes:
         out: bytes = generate_latest(self.registry)
         return out
-
-
-ReadyFn = Callable[[], tuple[bool, dict[str, Any]]]
-
-
-class HealthServer:
-    """`/metrics`, `/healthz` (the process answers) and `/readyz` (503 until ready)."""
-
-    def __init__(self, host: str, port: int, metrics: StreamMetrics, ready: ReadyFn) -> None:
-        self._metrics = metrics
-        self._ready = ready
-        handler = self._handler()
-        self._server = ThreadingHTTPServer((host, port), handler)
-        self._server.daemon_threads = True
-        self._thread: threading.Thread | None = None
-
-    @property
-    def port(self) -> int:
-        port: int = self._server.server_address[1]
-        return port
-
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                path = self.path.split("?", 1)[0]
-                if path == "/metrics":
-                    self._send(200, outer._metrics.render(), CONTENT_TYPE_LATEST)
-                elif path == "/healthz":
-                    self._send(200, b'{"status":"ok"}', "application/json")
-                elif path == "/readyz":
-                    ok, detail = outer._ready()
-                    body = json.dumps({"ready": ok, **detail}).encode()
-                    self._send(200 if ok else 503, body, "application/json")
-                else:
-                    self._send(404, b"not found\n", "text/plain")
-
-            def _send(self, code: int, body: bytes, ctype: str) -> None:
-                self.send_response(code)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return  # scrapes every few seconds would drown the structured log
-
-        return Handler
-
-    def start(self) -> HealthServer:
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="stream-metrics", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(2.0)
