@@ -1,0 +1,381 @@
+"""Which crypto assets a post is about: cashtags, names and aliases mapped to canonical tickers.
+
+The rules live in a versioned asset map (`assets_map.toml` in this package, or the user's own file
+in the same format); docs/assets.md has the rules and the measured precision and recall.
+
+Extraction reads the RAW post, not the text pipeline's output: the pipeline strips the `$` of a
+cashtag and lowercases, after which `$LINK` (a ticker) and "link" (a word), `$SOL.X` and Spanish
+"sol", or `$100` and "100" can no longer be told apart.
+
+Order of the result: the primary asset first, then the others in order of first mention. The
+primary asset is the one named by the first cashtag (on StockTwits and Twitter a cashtag is the
+author's own tag for what the post is about), or, in a post without one, the first name mention.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import tomllib
+import unicodedata
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ops.errors import UserError
+
+__all__ = [
+    "AssetExtractor",
+    "AssetMap",
+    "AssetSpec",
+    "AssetSummary",
+    "asset_counts",
+    "asset_summary",
+    "extract_assets",
+    "load_asset_map",
+    "parse_asset_map",
+]
+
+BUILTIN_MAP = "assets_map.toml"
+_TICKER = re.compile(r"[A-Z][A-Z0-9]{0,14}")
+_HINT = "see docs/assets.md for the asset map format"
+
+# Links and handles are skipped whole: a ticker inside a URL path (".../news/ETH.X/123") or a
+# handle (@bitcoin) is not a mention. Bare domains count as links with a common TLD, or with a path.
+_URL = (
+    r"(?:https?|ftp)://\S*"
+    r"|\bwww\.\S*"
+    r"|\b(?:[a-z0-9-]+\.)+(?:com|net|org|io|xyz|gg|ly|info|finance|app|news|co|me|to)\b(?:/\S*)?"
+    r"|\b(?:[a-z0-9-]+\.)+[a-z]{2,}/\S*"
+)
+_HANDLE = r"@\w+"
+# A ticker starts with a letter, so "$100", "$1,200" and "$5k" are prices, never cashtags.
+_CASHTAG = (
+    r"(?<![\w$])\$(?P<sym>[A-Za-z][A-Za-z0-9]{0,14})(?:\.(?P<suffix>[A-Za-z]{1,2}))?(?![A-Za-z0-9])"
+)
+# A word alias may follow a digit ("0.5eth") but not a letter ("meth").
+_WORD_BEFORE = r"(?<![^\W\d])"
+
+
+@dataclass(frozen=True, slots=True)
+class AssetSpec:
+    ticker: str
+    cashtags: tuple[str, ...]
+    words: tuple[str, ...] = ()
+    proper: tuple[str, ...] = ()
+    upper: tuple[str, ...] = ()
+    stock: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AssetMap:
+    version: str
+    assets: tuple[AssetSpec, ...]
+    crypto_suffixes: frozenset[str] = frozenset({"X"})
+    pair_quotes: tuple[str, ...] = ()
+    context_words: tuple[str, ...] = ()
+    not_assets: tuple[str, ...] = ()
+    source: str = field(default=BUILTIN_MAP, compare=False)
+
+    @property
+    def tickers(self) -> frozenset[str]:
+        return frozenset(spec.ticker for spec in self.assets)
+
+
+@dataclass(frozen=True, slots=True)
+class AssetSummary:
+    """The asset distribution of a set of posts."""
+
+    posts: int
+    counts: Counter[str]
+    # Posts naming 0, 1, and 2 or more assets.
+    by_number: tuple[int, int, int]
+    map_version: str
+
+    def share(self, n: int) -> float:
+        return self.by_number[min(n, 2)] / self.posts if self.posts else 0.0
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+
+
+def load_asset_map(path: Path | None = None) -> AssetMap:
+    """The asset map at `path`, or the one shipped with the package when `path` is None."""
+    if path is None:
+        raw = resources.files("stream.core").joinpath(BUILTIN_MAP).read_bytes()
+        source = BUILTIN_MAP
+    else:
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise UserError(f"cannot read asset map {path}: {exc.strerror}", hint=_HINT) from None
+        source = str(path)
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise UserError(f"asset map {source} is not valid TOML: {exc}", hint=_HINT) from None
+    return parse_asset_map(data, source=source)
+
+
+def _strings(value: Any, where: str, source: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise UserError(
+            f"asset map {source}: {where} must be a list of non-empty strings", hint=_HINT
+        )
+    return tuple(" ".join(v.split()) for v in value)
+
+
+def parse_asset_map(data: Mapping[str, Any], source: str = "<data>") -> AssetMap:
+    """Validate a decoded map; every problem is a `UserError` naming the offending entry."""
+    version = data.get("version")
+    if not isinstance(version, str | int) or isinstance(version, bool) or not str(version).strip():
+        raise UserError(f"asset map {source}: `version` (a string) is required", hint=_HINT)
+    table = data.get("assets")
+    if not isinstance(table, dict) or not table:
+        raise UserError(f"asset map {source}: `[assets.TICKER]` tables are required", hint=_HINT)
+    specs: list[AssetSpec] = []
+    for ticker, entry in table.items():
+        if not _TICKER.fullmatch(ticker):
+            raise UserError(f"asset map {source}: ticker {ticker!r} is not A-Z0-9", hint=_HINT)
+        if not isinstance(entry, dict):
+            raise UserError(f"asset map {source}: assets.{ticker} must be a table", hint=_HINT)
+        unknown = set(entry) - {"cashtags", "words", "proper", "upper", "stock"}
+        if unknown:
+            raise UserError(
+                f"asset map {source}: assets.{ticker} has unknown keys {sorted(unknown)}",
+                hint=_HINT,
+            )
+        stock = entry.get("stock", False)
+        if not isinstance(stock, bool):
+            raise UserError(f"asset map {source}: assets.{ticker}.stock must be a boolean")
+        extra = _strings(entry.get("cashtags", []), f"assets.{ticker}.cashtags", source)
+        specs.append(
+            AssetSpec(
+                ticker=ticker,
+                cashtags=(ticker, *(c.upper() for c in extra)),
+                words=_strings(entry.get("words", []), f"assets.{ticker}.words", source),
+                proper=_strings(entry.get("proper", []), f"assets.{ticker}.proper", source),
+                upper=_strings(entry.get("upper", []), f"assets.{ticker}.upper", source),
+                stock=stock,
+            )
+        )
+    asset_map = AssetMap(
+        version=str(version).strip(),
+        assets=tuple(specs),
+        crypto_suffixes=frozenset(
+            s.upper()
+            for s in _strings(data.get("crypto_suffixes", ["X"]), "crypto_suffixes", source)
+        ),
+        pair_quotes=tuple(
+            q.upper() for q in _strings(data.get("pair_quotes", []), "pair_quotes", source)
+        ),
+        context_words=_strings(data.get("context_words", []), "context_words", source),
+        not_assets=_strings(data.get("not_assets", []), "not_assets", source),
+        source=source,
+    )
+    _Tables.build(asset_map)  # reports conflicting aliases now, not on the first post
+    return asset_map
+
+
+# --------------------------------------------------------------------------------------------
+# Extraction
+# --------------------------------------------------------------------------------------------
+
+_ANY, _PROPER, _UPPER = 0, 1, 2
+# Lookup values of aliases that name no asset.
+_NOT_ASSET = ""
+_CONTEXT = "\x00context"
+
+
+def _alias_key(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+@dataclass(frozen=True, slots=True)
+class _Tables:
+    cashtags: dict[str, AssetSpec]
+    aliases: dict[str, tuple[str, int]]
+    scanner: re.Pattern[str]
+    pair: re.Pattern[str]
+
+    @classmethod
+    def build(cls, asset_map: AssetMap) -> _Tables:
+        cashtags: dict[str, AssetSpec] = {}
+        aliases: dict[str, tuple[str, int]] = {}
+
+        def add_alias(alias: str, value: tuple[str, int], owner: str) -> None:
+            key = _alias_key(alias)
+            seen = aliases.get(key)
+            if seen is not None and seen[0] != value[0]:
+                raise UserError(
+                    f"asset map {asset_map.source}: {alias!r} ({owner}) is also an alias of "
+                    f"{seen[0] or 'not_assets'}",
+                    hint=_HINT,
+                )
+            aliases[key] = value
+
+        for spec in asset_map.assets:
+            for tag in spec.cashtags:
+                if tag in cashtags and cashtags[tag].ticker != spec.ticker:
+                    raise UserError(
+                        f"asset map {asset_map.source}: cashtag ${tag} names both "
+                        f"{cashtags[tag].ticker} and {spec.ticker}",
+                        hint=_HINT,
+                    )
+                cashtags[tag] = spec
+            for names, rule in ((spec.words, _ANY), (spec.proper, _PROPER), (spec.upper, _UPPER)):
+                for name in names:
+                    add_alias(name, (spec.ticker, rule), f"assets.{spec.ticker}")
+        for phrase in asset_map.not_assets:
+            add_alias(phrase, (_NOT_ASSET, _ANY), "not_assets")
+        for word in asset_map.context_words:
+            if _alias_key(word) not in aliases:
+                aliases[_alias_key(word)] = (_CONTEXT, _ANY)
+
+        # Longest first: Python's alternation takes the first branch that matches, so
+        # "bitcoin cash" must be tried before "bitcoin" and "into the ether" before "ether".
+        ordered = sorted(aliases, key=lambda a: (-len(a), a))
+        wordy = [a for a in ordered if a[0].isalnum() and a[-1].isalnum()]
+        symbolic = [a for a in ordered if a not in set(wordy)]
+
+        def alternation(names: list[str]) -> str:
+            return "|".join(r"\s+".join(map(re.escape, name.split())) for name in names)
+
+        parts = [
+            rf"(?P<url>{_URL})",
+            rf"(?P<handle>{_HANDLE})",
+            rf"(?P<cash>{_CASHTAG})",
+        ]
+        if wordy:
+            parts.append(rf"{_WORD_BEFORE}(?P<word>{alternation(wordy)})(?!\w)")
+        if symbolic:
+            parts.append(rf"(?P<symbol>{alternation(symbolic)})")
+        if asset_map.pair_quotes:
+            quotes = "|".join(sorted(map(re.escape, asset_map.pair_quotes), key=len, reverse=True))
+            parts.append(rf"{_WORD_BEFORE}(?P<pair>[A-Za-z]{{2,10}}?(?:{quotes}))(?!\w)")
+        scanner = re.compile("|".join(parts), re.IGNORECASE)
+        pair = re.compile(
+            rf"([A-Z]{{2,10}}?)(?:{'|'.join(map(re.escape, asset_map.pair_quotes)) or '(?!)'})"
+        )
+        return cls(cashtags=cashtags, aliases=aliases, scanner=scanner, pair=pair)
+
+
+def _normalize(text: str) -> str:
+    # Scraped posts carry HTML entities ("&#36;ETH" is "$ETH", sometimes escaped twice), and
+    # spam spells names in full-width or "mathematical bold" look-alikes that NFKC makes plain.
+    for _ in range(2):
+        if "&" not in text:
+            break
+        text = html.unescape(text)
+    if not text.isascii():
+        text = unicodedata.normalize("NFKC", text)
+    return text
+
+
+class AssetExtractor:
+    """Extraction with one asset map, its tables built once (the serve path calls this per post)."""
+
+    def __init__(self, asset_map: AssetMap) -> None:
+        self.asset_map = asset_map
+        self._t = _Tables.build(asset_map)
+
+    @property
+    def version(self) -> str:
+        return self.asset_map.version
+
+    def _pair_base(self, symbol: str) -> AssetSpec | None:
+        m = self._t.pair.fullmatch(symbol.upper())
+        return None if m is None else self._t.cashtags.get(m.group(1))
+
+    def extract(self, text: str) -> list[str]:
+        """Canonical tickers named in `text`, primary first (see the module docstring)."""
+        if not text:
+            return []
+        text = _normalize(text)
+        t = self._t
+        hits: list[tuple[str, bool]] = []  # (ticker, from a cashtag) in text order
+        gated: list[int] = []  # indexes into hits of stock-colliding bare cashtags
+        context = False
+        for m in t.scanner.finditer(text):
+            kind = m.lastgroup
+            if kind == "cash":
+                symbol = m.group("sym").upper()
+                spec = t.cashtags.get(symbol)
+                is_pair = spec is None
+                if spec is None and (spec := self._pair_base(symbol)) is None:
+                    continue
+                suffix = m.group("suffix")
+                crypto = suffix is not None and suffix.upper() in self.asset_map.crypto_suffixes
+                if spec.stock and not crypto and not is_pair:
+                    gated.append(len(hits))
+                else:
+                    context = True
+                hits.append((spec.ticker, True))
+            elif kind in ("word", "symbol"):
+                word = m.group(kind)
+                ticker, rule = t.aliases[_alias_key(word)]
+                if ticker == _CONTEXT:
+                    context = True
+                elif ticker and (
+                    rule == _ANY
+                    or (rule == _PROPER and not word.islower())
+                    or (rule == _UPPER and word.isupper())
+                ):
+                    context = True
+                    hits.append((ticker, False))
+            elif kind == "pair":
+                spec = self._pair_base(m.group("pair"))
+                if spec is not None:
+                    context = True
+                    hits.append((spec.ticker, False))
+        if gated and not context:
+            dropped = set(gated)
+            hits = [h for i, h in enumerate(hits) if i not in dropped]
+        return _ordered(hits)
+
+    def summary(self, texts: Iterable[str]) -> AssetSummary:
+        counts: Counter[str] = Counter()
+        by_number = [0, 0, 0]
+        posts = 0
+        for text in texts:
+            found = self.extract(text)
+            counts.update(found)
+            by_number[min(len(found), 2)] += 1
+            posts += 1
+        return AssetSummary(posts, counts, (by_number[0], by_number[1], by_number[2]), self.version)
+
+
+def _ordered(hits: Sequence[tuple[str, bool]]) -> list[str]:
+    if not hits:
+        return []
+    primary = next((ticker for ticker, cashtag in hits if cashtag), hits[0][0])
+    out = [primary]
+    for ticker, _ in hits:
+        if ticker not in out:
+            out.append(ticker)
+    return out
+
+
+@lru_cache(maxsize=8)
+def _extractor(asset_map: AssetMap) -> AssetExtractor:
+    return AssetExtractor(asset_map)
+
+
+def extract_assets(text: str, asset_map: AssetMap) -> list[str]:
+    """`AssetExtractor(asset_map).extract(text)`, with the extractor cached per map."""
+    return _extractor(asset_map).extract(text)
+
+
+def asset_counts(texts: Iterable[str], asset_map: AssetMap) -> Counter[str]:
+    """Per ticker, the number of posts that name it."""
+    return _extractor(asset_map).summary(texts).counts
+
+
+def asset_summary(texts: Iterable[str], asset_map: AssetMap) -> AssetSummary:
+    return _extractor(asset_map).summary(texts)
