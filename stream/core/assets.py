@@ -102,11 +102,6 @@ class AssetSummary:
         return self.by_number[min(n, 2)] / self.posts if self.posts else 0.0
 
 
-# --------------------------------------------------------------------------------------------
-# Loading
-# --------------------------------------------------------------------------------------------
-
-
 def load_asset_map(path: Path | None = None) -> AssetMap:
     """The asset map at `path`, or the one shipped with the package when `path` is None."""
     if path is None:
@@ -155,7 +150,7 @@ def parse_asset_map(data: Mapping[str, Any], source: str = "<data>") -> AssetMap
             )
         stock = entry.get("stock", False)
         if not isinstance(stock, bool):
-            raise UserError(f"asset map {source}: assets.{ticker}.stock must be a boolean")
+            raise UserError(f"asset map {source}: assets.{ticker}.stock must be true or false")
         extra = _strings(entry.get("cashtags", []), f"assets.{ticker}.cashtags", source)
         specs.append(
             AssetSpec(
@@ -184,10 +179,6 @@ def parse_asset_map(data: Mapping[str, Any], source: str = "<data>") -> AssetMap
     _Tables.build(asset_map)  # reports conflicting aliases now, not on the first post
     return asset_map
 
-
-# --------------------------------------------------------------------------------------------
-# Extraction
-# --------------------------------------------------------------------------------------------
 
 _ANY, _PROPER, _UPPER = 0, 1, 2
 # Lookup values of aliases that name no asset.

@@ -313,7 +313,7 @@ def test_user_map_overrides_the_builtin(tmp_path: Path) -> None:
         ('version = "1"\n[assets.btc]\n', "is not A-Z0-9"),
         ('version = "1"\n[assets.BTC]\nwords = "bitcoin"\n', "list of non-empty strings"),
         ('version = "1"\n[assets.BTC]\nalias = ["x"]\n', "unknown keys"),
-        ('version = "1"\n[assets.BTC]\nstock = "yes"\n', "must be a boolean"),
+        ('version = "1"\n[assets.BTC]\nstock = "yes"\n', "must be true or false"),
         ('version = "1"\n[assets.A]\nwords = ["coin"]\n[assets.B]\nwords = ["Coin"]\n', "alias"),
         ('version = "1"\n[assets.A]\ncashtags = ["B"]\n[assets.B]\n', "names both"),
         ("version = \n", "not valid TOML"),
