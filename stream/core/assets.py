@@ -48,11 +48,13 @@ _HINT = "see docs/assets.md for the asset map format"
 # slower); the case rules of `proper` and `upper` aliases look at the original characters.
 #
 # Links and handles are skipped whole: a ticker inside a URL path (".../news/ETH.X/123") or a
-# handle (@bitcoin) is not a mention. Bare domains count as links with a common TLD, or with a path.
+# handle (@bitcoin) is not a mention. Bare domains count as links with a common TLD, or with a path;
+# they are tried only where a dotted token starts, since trying at every dot is quadratic in the
+# length of "a.a.a.a…" (measured: 1 s for a 10 kB post).
 _URL = (
     r"(?:https?|ftp)://\S*"
     r"|\bwww\.\S*"
-    r"|\b(?:[a-z0-9-]++\.)+"
+    r"|(?<![\w.-])(?:[a-z0-9-]++\.)+"
     r"(?:[a-z]{2,}/\S*|(?:com|net|org|io|xyz|gg|ly|info|finance|app|news|co|me|to)\b(?:/\S*)?)"
 )
 _HANDLE = r"@\w+"

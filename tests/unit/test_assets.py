@@ -393,6 +393,16 @@ def test_a_crypto_cashtag_is_always_found_and_first(ticker: str, rest: str) -> N
     assert extract(f"${ticker}.X {rest}")[0] == ticker
 
 
+@pytest.mark.parametrize(
+    "text",
+    ["a." * 25_000, "x" + ".xx" * 15_000, "a-b." * 12_000, "$a" * 25_000, "into " * 10_000],
+)
+def test_long_adversarial_posts(text: str) -> None:
+    # Dotted runs once made the link pattern quadratic (1 s for 10 kB): these 50 kB posts would
+    # then take minutes, here they take milliseconds (the bench has the speed, not this test).
+    assert extract(text) == []
+
+
 # --------------------------------------------------------------------------------------------
 # Distribution
 # --------------------------------------------------------------------------------------------
