@@ -1,7 +1,7 @@
 """Which crypto assets a post is about: cashtags, names and aliases mapped to canonical tickers.
 
-The rules live in a versioned asset map (`assets_map.toml` in this package, or the user's own file
-in the same format); docs/assets.md has the rules and the measured precision and recall.
+The rules live in a versioned asset map (`stream.core.asset_map`, re-exported here);
+docs/assets.md has the rules and the measured precision and recall.
 
 Extraction reads the RAW post, not the text pipeline's output: the pipeline strips the `$` of a
 cashtag and lowercases, after which `$LINK` (a ticker) and "link" (a word), `$SOL.X` and Spanish
@@ -16,17 +16,25 @@ from __future__ import annotations
 
 import html
 import re
-import tomllib
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from functools import lru_cache
-from importlib import resources
-from pathlib import Path
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from ops.errors import UserError
+from stream.core.asset_map import (
+    ANY,
+    CONTEXT,
+    PROPER,
+    UPPER,
+    AssetMap,
+    AssetSpec,
+    alias_key,
+    alias_table,
+    cashtag_table,
+    load_asset_map,
+    parse_asset_map,
+)
 
 __all__ = [
     "AssetExtractor",
@@ -39,10 +47,6 @@ __all__ = [
     "load_asset_map",
     "parse_asset_map",
 ]
-
-BUILTIN_MAP = "assets_map.toml"
-_TICKER = re.compile(r"[A-Z][A-Z0-9]{0,14}")
-_HINT = "see docs/assets.md for the asset map format"
 
 # The scanner reads the lowercased post (matching case-insensitively made the whole scan ~2x
 # slower); the case rules of `proper` and `upper` aliases look at the original characters.
@@ -66,31 +70,6 @@ _WORD_BEFORE = r"(?<![^\W\d])"
 
 
 @dataclass(frozen=True, slots=True)
-class AssetSpec:
-    ticker: str
-    cashtags: tuple[str, ...]
-    words: tuple[str, ...] = ()
-    proper: tuple[str, ...] = ()
-    upper: tuple[str, ...] = ()
-    stock: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class AssetMap:
-    version: str
-    assets: tuple[AssetSpec, ...]
-    crypto_suffixes: frozenset[str] = frozenset({"X"})
-    pair_quotes: tuple[str, ...] = ()
-    context_words: tuple[str, ...] = ()
-    not_assets: tuple[str, ...] = ()
-    source: str = field(default=BUILTIN_MAP, compare=False)
-
-    @property
-    def tickers(self) -> frozenset[str]:
-        return frozenset(spec.ticker for spec in self.assets)
-
-
-@dataclass(frozen=True, slots=True)
 class AssetSummary:
     """The asset distribution of a set of posts."""
 
@@ -104,93 +83,7 @@ class AssetSummary:
         return self.by_number[min(n, 2)] / self.posts if self.posts else 0.0
 
 
-def load_asset_map(path: Path | None = None) -> AssetMap:
-    """The asset map at `path`, or the one shipped with the package when `path` is None."""
-    if path is None:
-        raw = resources.files("stream.core").joinpath(BUILTIN_MAP).read_bytes()
-        source = BUILTIN_MAP
-    else:
-        try:
-            raw = path.read_bytes()
-        except OSError as exc:
-            raise UserError(f"cannot read asset map {path}: {exc.strerror}", hint=_HINT) from None
-        source = str(path)
-    try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise UserError(f"asset map {source} is not valid TOML: {exc}", hint=_HINT) from None
-    return parse_asset_map(data, source=source)
-
-
-def _strings(value: Any, where: str, source: str) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
-        raise UserError(
-            f"asset map {source}: {where} must be a list of non-empty strings", hint=_HINT
-        )
-    return tuple(" ".join(v.split()) for v in value)
-
-
-def parse_asset_map(data: Mapping[str, Any], source: str = "<data>") -> AssetMap:
-    """Validate a decoded map; every problem is a `UserError` naming the offending entry."""
-    version = data.get("version")
-    if not isinstance(version, str | int) or isinstance(version, bool) or not str(version).strip():
-        raise UserError(f"asset map {source}: `version` (a string) is required", hint=_HINT)
-    table = data.get("assets")
-    if not isinstance(table, dict) or not table:
-        raise UserError(f"asset map {source}: `[assets.TICKER]` tables are required", hint=_HINT)
-    specs: list[AssetSpec] = []
-    for ticker, entry in table.items():
-        if not _TICKER.fullmatch(ticker):
-            raise UserError(f"asset map {source}: ticker {ticker!r} is not A-Z0-9", hint=_HINT)
-        if not isinstance(entry, dict):
-            raise UserError(f"asset map {source}: assets.{ticker} must be a table", hint=_HINT)
-        unknown = set(entry) - {"cashtags", "words", "proper", "upper", "stock"}
-        if unknown:
-            raise UserError(
-                f"asset map {source}: assets.{ticker} has unknown keys {sorted(unknown)}",
-                hint=_HINT,
-            )
-        stock = entry.get("stock", False)
-        if not isinstance(stock, bool):
-            raise UserError(f"asset map {source}: assets.{ticker}.stock must be true or false")
-        extra = _strings(entry.get("cashtags", []), f"assets.{ticker}.cashtags", source)
-        specs.append(
-            AssetSpec(
-                ticker=ticker,
-                cashtags=(ticker, *(c.upper() for c in extra)),
-                words=_strings(entry.get("words", []), f"assets.{ticker}.words", source),
-                proper=_strings(entry.get("proper", []), f"assets.{ticker}.proper", source),
-                upper=_strings(entry.get("upper", []), f"assets.{ticker}.upper", source),
-                stock=stock,
-            )
-        )
-    asset_map = AssetMap(
-        version=str(version).strip(),
-        assets=tuple(specs),
-        crypto_suffixes=frozenset(
-            s.upper()
-            for s in _strings(data.get("crypto_suffixes", ["X"]), "crypto_suffixes", source)
-        ),
-        pair_quotes=tuple(
-            q.upper() for q in _strings(data.get("pair_quotes", []), "pair_quotes", source)
-        ),
-        context_words=_strings(data.get("context_words", []), "context_words", source),
-        not_assets=_strings(data.get("not_assets", []), "not_assets", source),
-        source=source,
-    )
-    _Tables.build(asset_map)  # reports conflicting aliases now, not on the first post
-    return asset_map
-
-
-_ANY, _PROPER, _UPPER = 0, 1, 2
-# Lookup values of aliases that name no asset.
-_NOT_ASSET = ""
-_CONTEXT = "\x00context"
 _MEMO_MAX = 4096
-
-
-def _alias_key(text: str) -> str:
-    return " ".join(text.lower().split())
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,44 +95,7 @@ class _Tables:
 
     @classmethod
     def build(cls, asset_map: AssetMap) -> _Tables:
-        cashtags: dict[str, AssetSpec] = {}
-        aliases: dict[str, tuple[str, int]] = {}
-
-        def add_alias(alias: str, value: tuple[str, int], owner: str) -> None:
-            key = _alias_key(alias)
-            seen = aliases.get(key)
-            if seen is not None and seen[0] != value[0]:
-                raise UserError(
-                    f"asset map {asset_map.source}: {alias!r} ({owner}) is also an alias of "
-                    f"{seen[0] or 'not_assets'}",
-                    hint=_HINT,
-                )
-            aliases[key] = value
-
-        for spec in asset_map.assets:
-            for tag in spec.cashtags:
-                if tag in cashtags and cashtags[tag].ticker != spec.ticker:
-                    raise UserError(
-                        f"asset map {asset_map.source}: cashtag ${tag} names both "
-                        f"{cashtags[tag].ticker} and {spec.ticker}",
-                        hint=_HINT,
-                    )
-                cashtags[tag] = spec
-            for names, rule in ((spec.words, _ANY), (spec.proper, _PROPER), (spec.upper, _UPPER)):
-                for name in names:
-                    add_alias(name, (spec.ticker, rule), f"assets.{spec.ticker}")
-        for phrase in asset_map.not_assets:
-            add_alias(phrase, (_NOT_ASSET, _ANY), "not_assets")
-        for word in asset_map.context_words:
-            if _alias_key(word) not in aliases:
-                aliases[_alias_key(word)] = (_CONTEXT, _ANY)
-
-        # A trading pair glued together ("ETHUSD", "btcusdt") names its base asset.
-        for spec in asset_map.assets:
-            for tag in spec.cashtags:
-                for quote in asset_map.pair_quotes:
-                    aliases.setdefault(f"{tag}{quote}".lower(), (spec.ticker, _ANY))
-
+        aliases = alias_table(asset_map)
         wordy = [a for a in aliases if a[0].isalnum() and a[-1].isalnum()]
         symbolic = [a for a in aliases if not (a[0].isalnum() and a[-1].isalnum())]
         parts = [
@@ -251,11 +107,13 @@ class _Tables:
             parts.append(rf"{_WORD_BEFORE}(?P<word>{_trie_pattern(wordy)})(?!\w)")
         if symbolic:
             parts.append(rf"(?P<symbol>{_trie_pattern(symbolic)})")
-        scanner = re.compile("|".join(parts))
-        pair = re.compile(
-            rf"([A-Z]{{2,10}}?)(?:{'|'.join(map(re.escape, asset_map.pair_quotes)) or '(?!)'})"
+        quotes = "|".join(map(re.escape, asset_map.pair_quotes)) or "(?!)"
+        return cls(
+            cashtags=cashtag_table(asset_map),
+            aliases=aliases,
+            scanner=re.compile("|".join(parts)),
+            pair=re.compile(rf"([A-Z]{{2,10}}?)(?:{quotes})"),
         )
-        return cls(cashtags=cashtags, aliases=aliases, scanner=scanner, pair=pair)
 
 
 def _trie_pattern(words: Iterable[str]) -> str:
@@ -364,13 +222,13 @@ class AssetExtractor:
                 hits.append((found[0], True))
             elif kind in ("word", "symbol"):
                 alias = m.group()
-                ticker, rule = aliases.get(alias) or aliases[_alias_key(alias)]
-                if ticker == _CONTEXT:
+                ticker, rule = aliases.get(alias) or aliases[alias_key(alias)]
+                if ticker == CONTEXT:
                     context = True
                 elif ticker and (
-                    rule == _ANY
-                    or (rule == _PROPER and not text[m.start() : m.end()].islower())
-                    or (rule == _UPPER and text[m.start() : m.end()].isupper())
+                    rule == ANY
+                    or (rule == PROPER and not text[m.start() : m.end()].islower())
+                    or (rule == UPPER and text[m.start() : m.end()].isupper())
                 ):
                     context = True
                     hits.append((ticker, False))
@@ -402,9 +260,18 @@ def _ordered(hits: Sequence[tuple[str, bool]]) -> list[str]:
     return out
 
 
-@lru_cache(maxsize=8)
+# By identity: hashing a map (88 nested specs) cost as much as an extraction. Each entry holds its
+# map, so an id is never reused while cached.
+_EXTRACTORS: dict[int, tuple[AssetMap, AssetExtractor]] = {}
+
+
 def _extractor(asset_map: AssetMap) -> AssetExtractor:
-    return AssetExtractor(asset_map)
+    entry = _EXTRACTORS.get(id(asset_map))
+    if entry is None or entry[0] is not asset_map:
+        if len(_EXTRACTORS) >= 8:
+            _EXTRACTORS.clear()
+        entry = _EXTRACTORS[id(asset_map)] = (asset_map, AssetExtractor(asset_map))
+    return entry[1]
 
 
 def extract_assets(text: str, asset_map: AssetMap) -> list[str]:
