@@ -101,8 +101,9 @@ def read_since(
             for msg in consumer.consume(num_messages=500, timeout=0.2):
                 err = msg.error()
                 if err is not None:
-                    if is_partition_eof(err):
-                        remaining.discard(msg.partition() or 0)
+                    partition = msg.partition()
+                    if is_partition_eof(err) and partition is not None:
+                        remaining.discard(partition)
                     continue
                 if not before_cutoff(msg, since_ms):
                     found.records.append((msg.key(), msg.value()))

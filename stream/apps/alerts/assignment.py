@@ -118,6 +118,7 @@ class Assignment:
         self.stats.held_during_replay += 1
 
     def _process(self, msg: Message) -> None:
+        # Records (not events) always carry both.
         partition = msg.partition() or 0
         offset = msg.offset() or 0
         self.positions[partition] = offset + 1

@@ -81,6 +81,7 @@ class AlertPublisher:
             self.stats.suppressed_replay += 1
             self.metrics.suppressed.labels("replay").inc()
             self.seen.add(alert.alert_id, end)
+            self.metrics.known_ids.set(len(self.seen))
             return
         if alert.alert_id in self.seen:
             self.stats.suppressed_duplicate += 1

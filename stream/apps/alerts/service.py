@@ -111,7 +111,8 @@ class AlertsService:
 
     @property
     def horizon_s(self) -> float:
-        """How far before the watermark an alert's window can still be derived again."""
+        """The margin of one window (plus lateness): the read-back of published alerts reaches
+        this far before the look-back, and their ids are kept this long past their window."""
         return max(self.cfg.windows_s) + self.cfg.allowed_lateness_s
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
