@@ -1092,8 +1092,8 @@ def step_serve(ctx: Context) -> dict[str, Any]:
         return {"status": "skipped", "reason": msg}
     try:
         import stream.consumer as consumer_mod
+        from stream.apps.replay import replay
         from stream.consumer import StreamWorker, ensure_topics
-        from stream.replay import replay
     except ImportError as exc:
         return {"status": "skipped", "reason": f"serve API not importable yet: {exc}"}
     from ops.broker import EmbeddedBroker

@@ -163,7 +163,7 @@ def measure_ceiling(
 
 
 def fill_topic(kafka: KafkaSettings, csv: Path, topic: str, n: int) -> float:
-    from stream.replay import replay
+    from stream.apps.replay import replay
 
     t = time.perf_counter()
     summary = replay(kafka, csv, topic, limit=n, loop=True, progress=False)
@@ -300,8 +300,8 @@ def measure_latency(
     args: argparse.Namespace,
     rate: float,
 ) -> dict[str, Any]:
+    from stream.apps.replay import replay
     from stream.consumer import StreamWorker
-    from stream.replay import replay
 
     inp = f"bench-lat-in-{uuid.uuid4().hex[:8]}"
     out, dlq = inp.replace("-in-", "-out-"), inp.replace("-in-", "-dlq-")
@@ -435,7 +435,7 @@ def main() -> int:
         Settings(model={"batch_size": args.batch_size})
     )
 
-    from stream.replay import load_rows
+    from stream.apps.replay import load_rows
 
     info = machine()
     notes: list[str] = []

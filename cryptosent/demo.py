@@ -165,7 +165,7 @@ def _read_outputs(
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
     from ops.kafka import list_topics
-    from stream.tail import format_record
+    from stream.apps.tail import format_record
 
     topics = list_topics(settings.kafka)
     consumer = Consumer(consumer_config(settings.kafka, f"cryptosent-demo-reader-{time.time_ns()}"))
@@ -216,11 +216,11 @@ def run_demo(
     out: TextIO | None = None,
     stop: threading.Event | None = None,
 ) -> dict[str, Any]:
-    from stream.alerts_consumer import run_alerts
+    from stream.apps.alerts import run_alerts
+    from stream.apps.dashboard import Dashboard
+    from stream.apps.replay import ReplaySummary, replay
     from stream.consumer import StreamWorker
-    from stream.dashboard.app import Dashboard
     from stream.inference import load_model
-    from stream.replay import ReplaySummary, replay
 
     out = out or sys.stdout
     stop = stop or threading.Event()
@@ -293,13 +293,18 @@ def run_demo(
             if _port_busy(settings.dashboard.host, settings.dashboard.port)
             else {}
         )
-        dashboard = Dashboard(dash_settings)
+        dashboard = Dashboard(
+            dash_settings.dashboard, settings.kafka, settings.topics, settings.alerts
+        )
         url = dashboard.start()
         stack.callback(dashboard.stop)
-        alert_settings = settings.model_copy(
-            update={"alerts": settings.alerts.model_copy(update={"metrics_port": None})}
+        alert_cfg = settings.alerts.model_copy(update={"metrics_port": None})
+        stack.enter_context(
+            _thread(
+                "alerts",
+                lambda: run_alerts(alert_cfg, settings.kafka, settings.topics, side_stop),
+            )
         )
-        stack.enter_context(_thread("alerts", lambda: run_alerts(alert_settings, side_stop)))
         stack.callback(side_stop.set)
         echo(f"[demo]    dashboard: {url}")
 

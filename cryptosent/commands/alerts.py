@@ -49,14 +49,20 @@ def register(sub: Any) -> None:
         default=None,
         help="seconds of the output topic re-read on start to rebuild the windows",
     )
-    a.add_argument("--metrics-port", dest="alerts.metrics_port", type=int, default=None)
+    a.add_argument(
+        "--metrics-port",
+        dest="alerts.metrics_port",
+        type=int,
+        default=None,
+        help="serve /metrics, /healthz and /readyz on this port (0 = a free one)",
+    )
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from stream.alerts_consumer import AlertsService
+    from stream.apps.alerts import AlertsService
 
     settings = settings_from_args(args)
     stop = stop_on_signals("exit")
-    AlertsService(settings).run(stop)
+    AlertsService(settings.alerts, settings.kafka, settings.topics).run(stop)
     return 0

@@ -38,11 +38,11 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from stream.dashboard.app import Dashboard
+    from stream.apps.dashboard import Dashboard
 
     settings = settings_from_args(args)
     stop = stop_on_signals("raise")
-    dashboard = Dashboard(settings)
+    dashboard = Dashboard(settings.dashboard, settings.kafka, settings.topics, settings.alerts)
     url = dashboard.start()
     # The URL alone on stdout, so scripts can capture it.
     print(url, flush=True)

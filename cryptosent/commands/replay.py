@@ -69,7 +69,7 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     from ops.errors import UserError
-    from stream.replay import replay
+    from stream.apps.replay import replay
 
     if args.limit is not None and args.limit < 1:
         raise UserError("--limit must be at least 1")

@@ -37,7 +37,7 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
-    from stream.tail import tail
+    from stream.apps.tail import tail
 
     summary = tail(
         settings.kafka,

@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from ops.kafka import consumer_config, producer_config
 from ops.settings import KafkaSettings
@@ -107,7 +107,7 @@ def read_all(kafka: KafkaSettings, topic: str, timeout: float = 20.0) -> list[by
             for msg in consumer.consume(100, 0.2):
                 err = msg.error()
                 if err is not None:
-                    if err.code() == -191:  # _PARTITION_EOF
+                    if err.code() == KafkaError._PARTITION_EOF:
                         remaining.discard(msg.partition())
                     continue
                 value = msg.value()

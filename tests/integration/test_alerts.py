@@ -8,12 +8,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import httpx
 import pytest
 
 from ops.settings import AlertsSettings, KafkaSettings, Settings, TopicsSettings
 from schemas.alerts import Alert, AlertDirection, AlertKind
-from stream.alerts import WindowStats, alert_id
-from stream.alerts_consumer import AlertsService
+from stream.apps.alerts import AlertsService
+from stream.core.rules import alert_id
+from stream.core.windows import WindowStats
 from tests.integration.synthetic import T0, produce, read_all, record, wait_until, window_records
 
 pytestmark = pytest.mark.integration
@@ -53,7 +55,7 @@ class Running:
 @contextmanager
 def running(settings: Settings) -> Iterator[Running]:
     stop = threading.Event()
-    service = AlertsService(settings)
+    service = AlertsService(settings.alerts, settings.kafka, settings.topics)
     errors: list[BaseException] = []
 
     def target() -> None:
@@ -210,3 +212,27 @@ def test_restart_does_not_refire_old_alerts(
         wait_until(lambda: run.service.stats.suppressed_duplicate >= 2, 10, "both duplicates")
         assert run.service.stats.fired == 0
     assert len(alerts_on(kafka_settings, alerts)) == 2
+
+
+def test_metrics_and_readiness_on_the_shared_http_server(
+    kafka_settings: KafkaSettings, make_topic: Callable[..., str]
+) -> None:
+    output, alerts = make_topic("out", 2), make_topic("alerts", 1)
+    settings = make_settings(
+        kafka_settings, output, alerts, metrics_host="127.0.0.1", metrics_port=0
+    )
+    with running(settings) as run:
+        server = run.service.http
+        assert server is not None
+        base = f"http://127.0.0.1:{server.port}"
+        # Both partitions are empty: each reports its end at once, so the look-back is read.
+        wait_until(lambda: httpx.get(base + "/readyz", timeout=5).status_code == 200, 20, "ready")
+        ready = httpx.get(base + "/readyz", timeout=5).json()
+        assert ready == {"ready": True, "assigned": [0, 1], "replaying": False, "behind": []}
+        assert httpx.get(base + "/healthz", timeout=5).status_code == 200
+        produce(kafka_settings, output, window_records(T0, 10, 5))
+        wait_until(lambda: run.service.stats.counted == 10, 20, "the records")
+        metrics = httpx.get(base + "/metrics", timeout=5).text
+        assert 'cryptosent_alerts_records_total{outcome="counted"} 10.0' in metrics
+        assert "cryptosent_alerts_known_ids 0.0" in metrics
+    assert run.service.http is None

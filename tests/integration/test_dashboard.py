@@ -13,8 +13,9 @@ import pytest
 
 from ops.settings import KafkaSettings, Settings
 from schemas.alerts import AlertDirection, AlertKind
-from stream.alerts import Decision, WindowStats, build_alert
-from stream.dashboard.app import Dashboard
+from stream.apps.dashboard import Dashboard
+from stream.core.rules import Decision, build_alert
+from stream.core.windows import WindowStats
 from tests.integration.synthetic import produce, produce_raw, record, wait_until
 
 pytestmark = pytest.mark.integration
@@ -33,7 +34,7 @@ def test_dashboard_serves_records_and_alerts_from_kafka(
     now = time.time()
     # Written before the dashboard starts: read back from the look-back.
     produce(kafka_settings, out, [record(now, True, id=f"early-{i}") for i in range(3)])
-    with Dashboard(settings) as dash:
+    with Dashboard(settings.dashboard, settings.kafka, settings.topics, settings.alerts) as dash:
         assert dash.url.startswith("http://127.0.0.1:")
 
         def snapshot() -> dict[str, Any]:

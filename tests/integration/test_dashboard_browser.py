@@ -19,8 +19,9 @@ import pytest
 from ops.settings import KafkaSettings, Settings
 from schemas.alerts import AlertDirection, AlertKind
 from schemas.messages import SentimentOut
-from stream.alerts import Decision, WindowStats, build_alert
-from stream.dashboard.app import Dashboard
+from stream.apps.dashboard import Dashboard
+from stream.core.rules import Decision, build_alert
+from stream.core.windows import WindowStats
 from tests.integration.synthetic import produce_raw, read_all, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
@@ -85,9 +86,9 @@ def test_dashboard_shows_replayed_stream_in_chromium(
 ) -> None:
     from playwright.sync_api import Page
 
+    from stream.apps.replay import replay
     from stream.consumer import StreamWorker
     from stream.inference import load_model
-    from stream.replay import replay
     from tests.tiny_model import make_tiny_artifact
 
     page = browser_page
@@ -110,7 +111,7 @@ def test_dashboard_shows_replayed_stream_in_chromium(
     )
     model = load_model(make_tiny_artifact(tmp_path / "model"), device="cpu")
 
-    with Dashboard(settings) as dash:
+    with Dashboard(settings.dashboard, settings.kafka, settings.topics, settings.alerts) as dash:
         # 1. replay through serve
         stop = threading.Event()
         worker = StreamWorker(settings, model, max_messages=N_TWEETS, serve_http=False)

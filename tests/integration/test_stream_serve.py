@@ -15,9 +15,9 @@ import pytest
 
 from ops.settings import KafkaSettings, TextSettings
 from schemas.messages import DeadLetter, DeadLetterKind, Label, SentimentOut, SkipReason, Status
+from stream.apps.replay import replay
+from stream.apps.tail import tail
 from stream.inference import SentimentModel, load_model
-from stream.replay import replay
-from stream.tail import tail
 from tests.integration.stream_helpers import (
     Reader,
     WorkerThread,

@@ -11,17 +11,8 @@ from hypothesis import strategies as st
 
 from schemas.alerts import AlertDirection, AlertKind
 from schemas.messages import Label, SentimentOut, SkipReason, SourceRef, Status
-from stream.alerts import (
-    AlertRules,
-    Observation,
-    RuleConfig,
-    SentimentIndex,
-    Watermark,
-    WindowStats,
-    alert_id,
-    build_alert,
-    window_start,
-)
+from stream.core.rules import AlertRules, RuleConfig, SeenAlerts, alert_id, build_alert
+from stream.core.windows import Observation, SentimentIndex, Watermark, WindowStats, window_start
 
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z, a multiple of 60 and 900
 PINNED_ZSCORE_60_T0 = "45ffd09a95ecd56bba0361f400caf7c7"
@@ -334,3 +325,40 @@ def test_build_alert_fills_the_schema() -> None:
     assert alert.baseline == 0.7
     assert alert.alert_id == alert_id(AlertKind.THRESHOLD_CROSSED, 60, T0 + 60)
     assert "crossed above 0.70" in alert.message
+
+
+# -- the memory of published ids -------------------------------------------------------------
+
+
+def test_seen_alerts_forget_ids_once_their_window_is_past_the_horizon() -> None:
+    seen = SeenAlerts(horizon_s=90)
+    for i in range(10):
+        seen.add(f"a{i}", window_end=T0 + 60 * (i + 1))
+    assert len(seen) == 10
+    # Windows ending before T0 + 300 - 90 = T0 + 210, i.e. a0..a2 (ends 60, 120, 180), go.
+    assert seen.forget_before(T0 + 300) == 3
+    assert "a2" not in seen
+    assert "a3" in seen
+    assert len(seen) == 7
+    assert seen.forget_before(T0 + 300) == 0  # idempotent
+    # Re-adding an id with a later end keeps it until the later end is past the horizon.
+    seen.add("a3", window_end=T0 + 10_000)
+    assert seen.forget_before(T0 + 1000) == 6
+    assert list(seen._end) == ["a3"]
+
+
+@settings(max_examples=30, deadline=None)
+@given(ends=st.lists(st.integers(0, 100), min_size=1, max_size=200), horizon=st.integers(0, 30))
+def test_seen_alerts_stay_bounded_by_the_horizon(ends: list[int], horizon: int) -> None:
+    """A stream of alerts with advancing windows: what is remembered is exactly the ids whose
+    window ended within the horizon of the watermark, however long the stream runs."""
+    seen = SeenAlerts(horizon_s=horizon)
+    latest: dict[str, int] = {}
+    for step, end in enumerate(ends):
+        alert = f"id{end % 17}"
+        seen.add(alert, window_end=step + end)
+        latest[alert] = max(latest.get(alert, -1), step + end)
+        watermark = step + 1
+        seen.forget_before(watermark)
+        kept = {a for a, e in latest.items() if e >= watermark - horizon}
+        assert {a for a in latest if a in seen} == kept, step

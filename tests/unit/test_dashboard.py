@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import threading
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from starlette.testclient import TestClient
 
 from schemas.alerts import Alert, AlertDirection, AlertKind
 from schemas.messages import Label, SentimentOut, SkipReason, SourceRef, Status
-from stream.dashboard.app import STATIC_DIR, create_app
-from stream.dashboard.state import DashboardState
+from stream.apps.dashboard.app import STATIC_DIR, create_app
+from stream.apps.dashboard.state import DashboardState
 
 T0 = 1_767_225_600
 
@@ -128,3 +130,65 @@ def test_routes() -> None:
             data = next(line for line in lines if line.startswith("data:"))
             assert json.loads(data[len("data:") :])["totals"]["classified"] == 1
             stopping.set()
+
+
+def test_alert_ids_are_remembered_only_within_the_horizon() -> None:
+    state = DashboardState(alert_horizon_s=120, recent=5)
+    for i in range(100):
+        state.add_alert(alert(i))
+    assert state.alert_count == 100
+    assert state.known_alert_ids <= 3  # windows ending within 120 s of the newest one
+    state.add_alert(alert(98))  # a repeat within the horizon: shown once
+    assert state.alert_count == 100
+    assert [a["alert_id"] for a in state.snapshot()["alerts"]][:2] == ["a99", "a98"]
+    # A repeat from beyond the horizon is no longer recognised (the trade for bounded memory).
+    state.add_alert(alert(0))
+    assert state.alert_count == 101
+
+
+# -- layering --------------------------------------------------------------------------------
+
+APPS = Path(__file__).resolve().parents[2] / "stream" / "apps"
+
+
+def imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module)
+    return found
+
+
+def forbidden(rel: Path, modules: set[str]) -> list[str]:
+    """The project modules that `rel` (a path under stream/apps) must not import."""
+    own = "stream.apps." + rel.parts[0] if len(rel.parts) > 1 else None
+    return sorted(
+        m
+        for m in modules
+        if m.split(".")[0] in {"stream", "trainer", "cryptosent"}
+        and not m.startswith("stream.core")
+        and not (own is not None and (m == own or m.startswith(own + ".")))
+    )
+
+
+def test_apps_depend_only_on_core_ops_schemas_and_themselves() -> None:
+    """Every app may use `stream.core`, `ops` and `schemas`, and its own modules; never serve's
+    shell, the model, or another app (the dashboard reads alerts from Kafka, not from the
+    alerts shell)."""
+    files = sorted(APPS.rglob("*.py"))
+    assert len(files) >= 8
+    bad = {
+        str(f.relative_to(APPS)): forbidden(f.relative_to(APPS), imported_modules(f)) for f in files
+    }
+    assert not {k: v for k, v in bad.items() if v}, bad
+    # The rule itself catches what it is for.
+    dashboard = Path("dashboard/feed.py")
+    assert forbidden(dashboard, {"stream.apps.alerts.publisher", "stream.consumer"}) == [
+        "stream.apps.alerts.publisher",
+        "stream.consumer",
+    ]
+    assert forbidden(dashboard, {"stream.apps.dashboard.state", "stream.core.rules"}) == []
+    assert forbidden(Path("tail.py"), {"stream.apps.replay"}) == ["stream.apps.replay"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,8 +14,15 @@ import pytest
 from ops.errors import UserError
 from ops.settings import DataSettings, KafkaSettings
 from schemas.messages import Label, TweetIn
-from stream.replay import RateSchedule, ReplayRow, iter_messages, load_rows, replay, tweet_json
-from stream.tail import TailSummary, format_record
+from stream.apps.replay import (
+    RateSchedule,
+    ReplayRow,
+    iter_messages,
+    load_rows,
+    replay,
+    tweet_json,
+)
+from stream.apps.tail import TailSummary, format_record
 
 # -- rate schedule -----------------------------------------------------------------------------
 
@@ -146,19 +152,32 @@ def test_shared_unlabeled_csv_loads(shared_data: Callable[[str], Path]) -> None:
 # -- pacing with a fake producer ---------------------------------------------------------------
 
 
+class FakeClock:
+    """Time that passes only when the fake producer waits: a replay runs without sleeping."""
+
+    def __init__(self, start: float = 100.0, oversleep_s: float = 0.0) -> None:
+        self.now = start
+        # Every wait lasts this much longer than asked, like a late wake-up of a busy machine.
+        self.oversleep_s = oversleep_s
+
+    def __call__(self) -> float:
+        return self.now
+
+
 class FakeProducer:
-    def __init__(self, fail_every: int = 0) -> None:
+    def __init__(self, fail_every: int = 0, clock: FakeClock | None = None) -> None:
         self.sent: list[tuple[str, bytes, bytes, float]] = []
         self.pending: list[Any] = []
         self.fail_every = fail_every
+        self.clock = clock or FakeClock()
 
     def produce(self, topic: str, value: bytes, key: bytes, on_delivery: Any) -> None:
-        self.sent.append((topic, key, value, time.monotonic()))
+        self.sent.append((topic, key, value, self.clock()))
         self.pending.append(on_delivery)
 
     def poll(self, timeout: float = 0) -> int:
         if timeout:
-            time.sleep(timeout)
+            self.clock.now += timeout + self.clock.oversleep_s
         return self._deliver()
 
     def flush(self, timeout: float = 0) -> int:
@@ -174,29 +193,56 @@ class FakeProducer:
         return n
 
 
-def test_replay_rate_is_accurate_at_1000_per_second(tmp_path: Path) -> None:
-    lines = "".join(f"{i},tweet number {i}\n" for i in range(250))
-    csv = write(tmp_path, "r.csv", "id,text\n" + lines)
+def replay_csv(tmp_path: Path, rows: int = 250) -> Path:
+    lines = "".join(f"{i},tweet number {i}\n" for i in range(rows))
+    return write(tmp_path, "r.csv", "id,text\n" + lines)
+
+
+def test_replay_rate_is_exact_at_1000_per_second(tmp_path: Path) -> None:
     producer = FakeProducer()
     summary = replay(
         KafkaSettings(),
-        csv,
+        replay_csv(tmp_path),
         "t",
         rate=1000,
         limit=1000,
         loop=True,
         producer=producer,
         progress=False,
+        clock=producer.clock,
     )
     assert summary.sent == 1000
-    assert summary.rate == pytest.approx(1000, rel=0.05)
     stamps = [s[3] for s in producer.sent]
-    span = stamps[-1] - stamps[0]
-    assert 999 / span == pytest.approx(1000, rel=0.05)
+    # Message i leaves at its deadline, start + i / rate, never earlier.
+    assert stamps == pytest.approx([100.0 + i / 1000 for i in range(1000)], abs=1e-9)
+    assert summary.seconds == pytest.approx(0.999)
+    assert summary.rate == pytest.approx(1000 / 0.999)
     ids = [json.loads(s[2])["id"] for s in producer.sent]
     assert len(set(ids)) == 1000
     assert ids[250] == "0-loop1"
     assert "1000 to t" in summary.line()
+
+
+def test_late_wake_ups_do_not_accumulate(tmp_path: Path) -> None:
+    # Every wait oversleeps by half a message interval. Sleeping 1/rate per message would then
+    # take 1.5x as long; absolute deadlines send the overdue messages at once and keep the rate.
+    producer = FakeProducer(clock=FakeClock(oversleep_s=0.0005))
+    summary = replay(
+        KafkaSettings(),
+        replay_csv(tmp_path),
+        "t",
+        rate=1000,
+        limit=1000,
+        loop=True,
+        producer=producer,
+        progress=False,
+        clock=producer.clock,
+    )
+    assert summary.sent == 1000
+    assert summary.rate == pytest.approx(1000, rel=0.01)
+    stamps = [s[3] for s in producer.sent]
+    assert all(t >= 100.0 + i / 1000 - 1e-9 for i, t in enumerate(stamps))
+    assert max(t - (100.0 + i / 1000) for i, t in enumerate(stamps)) <= 0.0005 + 1e-9
 
 
 def test_replay_counts_failures_and_shows_progress(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ replay logic, and the page cannot drift from the server's state.
 
 In-process use (the demo, tests)::
 
-    with Dashboard(settings) as dash:
+    with Dashboard(settings.dashboard, settings.kafka, settings.topics, settings.alerts) as dash:
         print(dash.url)
 """
 
@@ -33,9 +33,9 @@ from starlette.staticfiles import StaticFiles
 
 from ops.errors import UserError
 from ops.logging import get_logger
-from ops.settings import Settings
-from stream.dashboard.feed import DashboardFeed
-from stream.dashboard.state import DashboardState
+from ops.settings import AlertsSettings, DashboardSettings, KafkaSettings, TopicsSettings
+from stream.apps.dashboard.feed import DashboardFeed
+from stream.apps.dashboard.state import DashboardState
 
 log = get_logger(__name__)
 
@@ -119,13 +119,18 @@ class Dashboard:
 
     def __init__(
         self,
-        settings: Settings,
+        cfg: DashboardSettings,
+        kafka: KafkaSettings,
+        topics: TopicsSettings,
+        alerts: AlertsSettings | None = None,
         *,
         host: str | None = None,
         port: int | None = None,
     ) -> None:
-        cfg = settings.dashboard
-        self.settings = settings
+        # The alerts section only for what the page shows of it: the thresholds it draws, and
+        # how far back `alerts` may re-publish an alert (the de-duplication horizon).
+        alerts = alerts or AlertsSettings()
+        self.cfg = cfg
         self.host = host if host is not None else cfg.host
         self.port = port if port is not None else cfg.port
         self.state = DashboardState(
@@ -134,12 +139,10 @@ class Dashboard:
             max_points=cfg.max_points,
             recent=cfg.recent,
             time_axis=cfg.time_axis,
-            thresholds=(
-                settings.alerts.bullish_threshold_low,
-                settings.alerts.bullish_threshold_high,
-            ),
+            thresholds=(alerts.bullish_threshold_low, alerts.bullish_threshold_high),
+            alert_horizon_s=alerts.lookback_s + max(alerts.windows_s),
         )
-        self.feed = DashboardFeed(settings, self.state)
+        self.feed = DashboardFeed(cfg, kafka, topics, self.state)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._server: Any = None
@@ -157,7 +160,7 @@ class Dashboard:
         app = create_app(
             self.state,
             self.feed,
-            push_interval_s=self.settings.dashboard.push_interval_s,
+            push_interval_s=self.cfg.push_interval_s,
             stopping=self._stop,
         )
         config = uvicorn.Config(

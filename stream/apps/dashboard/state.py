@@ -1,5 +1,10 @@
 """What the dashboard page shows, built from output records and alerts. Pure and thread-safe: the
-feed thread writes, the web server's event loop reads snapshots."""
+feed thread writes, the web server's event loop reads snapshots.
+
+Memory is bounded: `max_points` buckets, `recent` tweets and alerts, and the alert ids kept for
+de-duplication only while their window ended within `alert_horizon_s` of the newest alert's
+(a repeat arrives soon after the original: at-least-once redelivery, or a restarted `alerts`
+re-deriving windows of its look-back, which is the natural horizon)."""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from typing import Any, Literal
 
 from schemas.alerts import Alert
 from schemas.messages import Label, SentimentOut, Status
+from stream.core.rules import SeenAlerts
 
 
 @dataclass(slots=True)
@@ -34,6 +40,7 @@ class DashboardState:
         recent: int = 50,
         time_axis: Literal["event", "processed"] = "processed",
         thresholds: tuple[float, float] = (0.3, 0.7),
+        alert_horizon_s: float = 3600.0 + 900.0,
     ) -> None:
         self.bucket_s = bucket_s
         self.rolling_s = max(rolling_s, bucket_s)
@@ -44,7 +51,9 @@ class DashboardState:
         self._buckets: dict[int, _Bucket] = {}
         self._tweets: deque[dict[str, Any]] = deque(maxlen=recent)
         self._alerts: deque[dict[str, Any]] = deque(maxlen=recent)
-        self._alert_ids: set[str] = set()
+        self._alert_ids = SeenAlerts(alert_horizon_s)
+        self._newest_alert_end: float | None = None
+        self.alert_count = 0
         self.records = 0
         self.classified = 0
         self.positive = 0
@@ -99,12 +108,17 @@ class DashboardState:
             # At-least-once delivery can repeat an alert; its id is deterministic.
             if alert.alert_id in self._alert_ids:
                 return
-            self._alert_ids.add(alert.alert_id)
+            end = _epoch(alert.window_end)
+            self._alert_ids.add(alert.alert_id, end)
+            if self._newest_alert_end is None or end > self._newest_alert_end:
+                self._newest_alert_end = end
+                self._alert_ids.forget_before(end)
+            self.alert_count += 1
             self._alerts.appendleft(alert.model_dump(mode="json"))
             self.version += 1
 
     @property
-    def alert_count(self) -> int:
+    def known_alert_ids(self) -> int:
         return len(self._alert_ids)
 
     def note_invalid(self) -> None:
@@ -145,7 +159,7 @@ class DashboardState:
                     "bullish_ratio": (
                         round(self.positive / self.classified, 4) if self.classified else None
                     ),
-                    "alerts": len(self._alert_ids),
+                    "alerts": self.alert_count,
                 },
                 "series": {
                     "t": starts,

@@ -10,34 +10,45 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
 
+from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 from pydantic import ValidationError
 
 from ops.kafka import check_topics, consumer_config
+from ops.kafka.readback import before_cutoff, lookback_offsets
 from ops.logging import get_logger
-from ops.settings import Settings
+from ops.settings import DashboardSettings, KafkaSettings, TopicsSettings
 from schemas.alerts import Alert
 from schemas.messages import SentimentOut
-from stream.alerts_consumer import lookback_offsets
-from stream.dashboard.state import DashboardState
+from stream.apps.dashboard.state import DashboardState
 
 log = get_logger(__name__)
 
 
 class DashboardFeed:
-    def __init__(self, settings: Settings, state: DashboardState) -> None:
-        self.settings = settings
+    def __init__(
+        self,
+        cfg: DashboardSettings,
+        kafka: KafkaSettings,
+        topics: TopicsSettings,
+        state: DashboardState,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.cfg = cfg
+        self.kafka = kafka
         self.state = state
-        self.output = settings.topics.output
-        self.alerts = settings.topics.alerts
+        self.output = topics.output
+        self.alerts = topics.alerts
+        self._clock = clock
         self.error: str | None = None
         self.ready = threading.Event()
         self.alive = False
 
     def check(self) -> None:
         """Fail fast, in the caller's thread, when the topics are not there."""
-        check_topics(self.settings.kafka, [self.output, self.alerts])
+        check_topics(self.kafka, [self.output, self.alerts])
 
     def run(self, stop: threading.Event) -> None:
         self.alive = True
@@ -51,11 +62,9 @@ class DashboardFeed:
             self.alive = False
 
     def _run(self, stop: threading.Event) -> None:
-        from confluent_kafka import OFFSET_END, Consumer, TopicPartition
-
-        consumer = Consumer(consumer_config(self.settings.kafka, self.settings.dashboard.group_id))
+        consumer = Consumer(consumer_config(self.kafka, self.cfg.group_id))
         try:
-            cutoff_ms = int((time.time() - self.settings.dashboard.lookback_s) * 1000)
+            cutoff_ms = int((self._clock() - self.cfg.lookback_s) * 1000)
             metadata = consumer.list_topics(timeout=10)
             tps = [
                 TopicPartition(topic, p)
@@ -69,27 +78,26 @@ class DashboardFeed:
             log.info(
                 "dashboard_feed_started",
                 partitions=len(tps),
-                lookback_s=self.settings.dashboard.lookback_s,
+                lookback_s=self.cfg.lookback_s,
             )
             while not stop.is_set():
                 for msg in consumer.consume(num_messages=500, timeout=0.2):
                     if msg.error() is not None:
                         log.warning("dashboard_consumer_error", error=str(msg.error()))
                         continue
-                    ts_type, ts_ms = msg.timestamp()
                     # Brokers that cannot seek by time (Tansu) start at the beginning.
-                    if ts_type != 0 and ts_ms < cutoff_ms:
+                    if before_cutoff(msg, cutoff_ms):
                         continue
                     self._handle(msg.topic() or "", msg.value())
         finally:
             consumer.close()
 
-    def _handle(self, topic: str, value: Any) -> None:
+    def _handle(self, topic: str, value: bytes | None) -> None:
         try:
             if topic == self.output:
-                self.state.add_record(SentimentOut.model_validate_json(value))
+                self.state.add_record(SentimentOut.model_validate_json(value or b""))
             else:
-                self.state.add_alert(Alert.model_validate_json(value))
-        except (ValidationError, ValueError, TypeError) as exc:
+                self.state.add_alert(Alert.model_validate_json(value or b""))
+        except (ValidationError, ValueError) as exc:
             self.state.note_invalid()
             log.warning("dashboard_invalid_record", topic=topic, error=str(exc).splitlines()[0])

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 from ops.errors import UserError
 from ops.logging import get_logger
@@ -28,6 +28,18 @@ log = get_logger(__name__)
 
 _ID_CANDIDATES = ("message_id", "id")
 _CREATED_CANDIDATES = ("created_at",)
+
+
+class ReplayProducer(Protocol):
+    """What replay needs of a producer: confluent-kafka's, or a test's fake."""
+
+    def produce(
+        self, topic: str, *, value: bytes, key: bytes, on_delivery: Callable[[Any, Any], None]
+    ) -> None: ...
+
+    def poll(self, timeout: float = ...) -> int: ...
+
+    def flush(self, timeout: float = ...) -> int: ...
 
 
 class RateSchedule:
@@ -212,12 +224,14 @@ def replay(
     data: DataSettings | None = None,
     progress: bool | None = None,
     stop: threading.Event | None = None,
-    producer: Any = None,
+    producer: ReplayProducer | None = None,
     clock: Callable[[], float] = time.monotonic,
     progress_file: TextIO | None = None,
 ) -> ReplaySummary:
     """Send the CSV to `topic`; returns what was sent. `progress` None = a bar only on a TTY.
-    `producer` is injectable for tests; by default an idempotent confluent-kafka Producer."""
+    `producer` and `clock` are injectable for tests; by default an idempotent confluent-kafka
+    Producer and the monotonic clock. Pacing waits inside `producer.poll(timeout)`, so a fake
+    producer whose poll advances a fake clock replays without sleeping."""
     rows, bad = load_rows(Path(csv_path), data or DataSettings(), keep_event_time=keep_event_time)
     summary = ReplaySummary(topic=topic, bad_rows=bad, target_rate=rate if rate else None)
     if not rows:
@@ -228,7 +242,9 @@ def replay(
         from ops.kafka import check_topics, producer_config
 
         check_topics(kafka, [topic])
-        producer = Producer(producer_config(kafka))
+        sink: ReplayProducer = Producer(producer_config(kafka))
+    else:
+        sink = producer
 
     def on_delivery(err: Any, msg: Any) -> None:
         if err is not None:
@@ -242,7 +258,7 @@ def replay(
     stream_out = progress_file or sys.stderr
     show = progress if progress is not None else stream_out.isatty()
     bar = tqdm(total=total, unit="msg", file=stream_out, disable=not show, dynamic_ncols=True)
-    warm_up = getattr(producer, "list_topics", None)
+    warm_up = getattr(sink, "list_topics", None)
     if callable(warm_up):
         # Connect before the clock starts: the first seconds would otherwise measure the
         # connection set-up, not the pacing.
@@ -257,24 +273,24 @@ def replay(
             wait = schedule.wait_s(sent, clock())
             while wait > 0:
                 # poll() doubles as the sleep: delivery reports are served while waiting.
-                producer.poll(wait)
+                sink.poll(wait)
                 wait = schedule.wait_s(sent, clock())
             key, value = tweet_json(row, n_pass, datetime.now(UTC))
             while True:
                 try:
-                    producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
+                    sink.produce(topic, value=value, key=key, on_delivery=on_delivery)
                     break
                 except BufferError:
-                    producer.poll(0.05)
+                    sink.poll(0.05)
             sent += 1
             if sent % 64 == 0:
-                producer.poll(0)
+                sink.poll(0)
             bar.update(1)
     except KeyboardInterrupt:
         summary.interrupted = True
     finally:
         bar.close()
-        remaining = producer.flush(30.0)
+        remaining = sink.flush(30.0)
         summary.sent = sent - summary.failed - (remaining or 0)
         summary.failed += remaining or 0
         summary.seconds = max(clock() - schedule.start, 1e-9)
