@@ -27,6 +27,10 @@ K8S = ROOT / "deploy" / "k8s"
 KEDA_SCHEMAS = ROOT / "deploy" / "schemas" / "keda"
 # The oldest Kubernetes release the manifests must load on (unhealthyPodEvictionPolicy: 1.27+).
 KUBERNETES_VERSION = "1.30"
+# serve's shutdown bounds, hard-coded in stream/consumer.py (no setting holds them): the drain
+# of buffered and in-flight micro-batches (300 s in `_finish`), the producer flush (60 s,
+# `_flush_producer`) and the producer flush on close (5 s). Grace periods must cover them.
+SERVE_DRAIN_BOUND_S = 300 + 60 + 5
 
 Doc = dict[str, Any]
 

@@ -14,6 +14,7 @@ import pytest
 from ops.settings import Settings, StreamSettings
 from tests.deploy.manifests import (
     K8S,
+    SERVE_DRAIN_BOUND_S,
     Doc,
     container,
     container_env,
@@ -29,10 +30,6 @@ from tests.deploy.manifests import (
 OVERLAYS = ("overlays/cpu", "overlays/gpu")
 RENDERED = (*OVERLAYS, "train")
 NAMES = setting_names(Settings)
-# serve's shutdown bounds, hard-coded in stream/consumer.py (no setting holds them): the drain
-# of buffered and in-flight micro-batches (300 s in `_finish`), the producer flush (60 s,
-# `_flush_producer`) and the producer flush on close (5 s).
-SERVE_DRAIN_BOUND_S = 300 + 60 + 5
 
 
 def docs_of(path: str) -> list[Doc]:
