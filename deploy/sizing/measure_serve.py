@@ -1,4 +1,5 @@
-"""Measure one `cryptosent serve` worker's footprint for the Kubernetes resource requests.
+"""Measure one `cryptosent serve` worker's footprint (and alerts' and the dashboard's RSS) for the
+Kubernetes resource requests.
 
 Runs the real CLI processes (embedded broker, serve, replay at a fixed rate) and samples serve's
 RSS and CPU time from /proc while /metrics counts what it consumed. Writes
@@ -114,6 +115,20 @@ def main() -> int:
         )
         procs.append(serve)
         wait_for(lambda: consumed(port) is not None, 120, "serve's /metrics")
+        # alerts and the dashboard read serve's output: measured alongside, for their requests.
+        others: dict[str, subprocess.Popen[str]] = {}
+        for name, extra in (
+            ("alerts", {"CRYPTOSENT_ALERTS__METRICS_PORT": str(free_port())}),
+            ("dashboard", {"CRYPTOSENT_DASHBOARD__PORT": str(free_port())}),
+        ):
+            others[name] = subprocess.Popen(
+                [*cli, name],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env={**env, **extra},
+                text=True,
+            )
+            procs.append(others[name])
         replay = subprocess.Popen(
             [
                 *cli,
@@ -143,6 +158,7 @@ def main() -> int:
                 "rss_mib": round(rss_mib(serve.pid), 1),
                 "cpu_s": cpu_s(serve.pid),
                 "consumed": consumed(port) or 0.0,
+                **{f"{n}_rss_mib": round(rss_mib(p.pid), 1) for n, p in others.items()},
             }
             samples.append(sample)
             if warm is None and elapsed >= args.warmup:
@@ -168,6 +184,8 @@ def main() -> int:
             "rss_mib_peak": max(s["rss_mib"] for s in samples),
             "rss_mib_after_warmup": warm["rss_mib"],
             "rss_mib_last": last["rss_mib"],
+            "alerts_rss_mib_peak": max(s["alerts_rss_mib"] for s in samples),
+            "dashboard_rss_mib_peak": max(s["dashboard_rss_mib"] for s in samples),
             "samples": samples,
         }
     finally:
@@ -196,6 +214,8 @@ def main() -> int:
         f"| RSS after warm-up | {result['rss_mib_after_warmup']} MiB |",
         f"| RSS peak | {result['rss_mib_peak']} MiB |",
         f"| RSS at the end | {result['rss_mib_last']} MiB |",
+        f"| alerts RSS peak (same run) | {result['alerts_rss_mib_peak']} MiB |",
+        f"| dashboard RSS peak (same run) | {result['dashboard_rss_mib_peak']} MiB |",
         "",
     ]
     (OUT / "serve_footprint.md").write_text("\n".join(md))
