@@ -336,3 +336,10 @@ def test_serve_reads_the_artifact_the_training_job_writes(path: str) -> None:
     assert "train" in container(job)["args"]
     # A versioned artifact is never overwritten under a running worker.
     assert container_env(train_docs, job, container(job))["CRYPTOSENT_TRAIN__OVERWRITE"] == "false"
+
+
+def test_the_setting_name_check_tells_real_names_from_typos() -> None:
+    assert is_setting("CRYPTOSENT_STREAM__GROUP_INSTANCE_ID", NAMES)
+    assert is_setting("CRYPTOSENT_KAFKA__EXTRA__LINGER_MS", NAMES)  # a dict setting's key
+    assert not is_setting("CRYPTOSENT_STREAM__GROUP_INSTANCE", NAMES)
+    assert not is_setting("CRYPTOSENT_STREAM__METRICS_PORT__X", NAMES)
