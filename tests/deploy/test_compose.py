@@ -1,16 +1,23 @@
-"""docker-compose.yml, ops/prometheus.yml and the Dockerfile agree with the settings tree."""
+"""docker-compose.yml validates against the compose-spec schema, and it, ops/prometheus.yml and the
+Dockerfile agree with the settings tree."""
 
 from __future__ import annotations
 
+import copy
+import os
 import re
+import stat
+import subprocess
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import jsonschema
 import pytest
 import yaml
-from pydantic import BaseModel
 
 from ops.settings import DashboardSettings, Settings, StreamSettings
+from tests.deploy.manifests import SERVE_DRAIN_BOUND_S, compose_spec_schema, is_setting
+from tests.deploy.manifests import setting_names as _setting_names
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
@@ -32,22 +39,7 @@ def env_of(service: str) -> dict[str, str]:
     return {k: interpolate(v) for k, v in raw.items()}
 
 
-def setting_names(model: type[BaseModel], prefix: str = "CRYPTOSENT_") -> dict[str, bool]:
-    """Every environment variable name the settings tree reads -> whether it is a dict field
-    (whose keys may continue the name)."""
-    names: dict[str, bool] = {}
-    for name, field in model.model_fields.items():
-        env = f"{prefix}{name.upper()}"
-        annotation = field.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            names[env] = False  # a whole section as JSON
-            names.update(setting_names(annotation, env + "__"))
-        else:
-            names[env] = "dict[" in str(annotation)
-    return names
-
-
-NAMES = setting_names(Settings)
+NAMES = _setting_names(Settings)
 
 
 def mounts(service: str) -> list[tuple[str, str]]:
@@ -111,10 +103,7 @@ def test_every_cryptosent_variable_is_a_real_setting(service: str) -> None:
     for key in env_of(service):
         if not key.startswith("CRYPTOSENT_"):
             continue
-        ok = key in NAMES or any(
-            key.startswith(n + "__") for n, is_dict in NAMES.items() if is_dict
-        )
-        assert ok, f"{service}: {key} is not a setting (see ops/settings.py)"
+        assert is_setting(key, NAMES), f"{service}: {key} is not a setting (see ops/settings.py)"
 
 
 @pytest.mark.parametrize("service", sorted(SERVICES))
@@ -206,3 +195,61 @@ def test_dockerfile_basics() -> None:
     assert "models/" not in text.replace("/models", "")  # no artifacts copied in
     assert SERVICES["stream"]["build"]["target"] == "runtime"
     assert SERVICES["trainer"]["build"]["target"] == "trainer"
+
+
+def compose_validator() -> jsonschema.protocols.Validator:
+    schema = compose_spec_schema()
+    validator: jsonschema.protocols.Validator = jsonschema.validators.validator_for(schema)(schema)
+    return validator
+
+
+def test_compose_file_validates_against_the_compose_spec() -> None:
+    errors = [f"{list(e.path)}: {e.message}" for e in compose_validator().iter_errors(COMPOSE)]
+    assert not errors
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda c: c["services"]["stream"].__setitem__("stop_grace_periods", "60s"),
+        lambda c: c["services"]["stream"]["depends_on"]["kafka"].update(condition="healthy"),
+        lambda c: c["services"]["trainer"].__setitem__("deploy", {"resources": {"gpus": 1}}),
+    ],
+)
+def test_the_compose_validator_rejects_a_broken_file(mutate: Any) -> None:
+    broken = copy.deepcopy(COMPOSE)
+    mutate(broken)
+    assert list(compose_validator().iter_errors(broken))
+
+
+def compose_unescape(value: str) -> str:
+    """What the container receives: compose turns `$$` into `$`."""
+    return value.replace("$$", "$")
+
+
+def test_stream_replicas_use_static_membership_from_their_hostname(tmp_path: Path) -> None:
+    """Run the stream service's entrypoint with a stand-in `cryptosent` that reports what it got."""
+    stream = SERVICES["stream"]
+    entrypoint = [compose_unescape(part) for part in stream["entrypoint"]]
+    assert "CRYPTOSENT_STREAM__GROUP_INSTANCE_ID" in entrypoint[2]
+    assert is_setting("CRYPTOSENT_STREAM__GROUP_INSTANCE_ID", NAMES)
+    fake = tmp_path / "cryptosent"
+    fake.write_text('#!/bin/sh\necho "$CRYPTOSENT_STREAM__GROUP_INSTANCE_ID|$*"\n')
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    env = {"PATH": f"{tmp_path}:{os.environ['PATH']}", "HOSTNAME": "3f2a9c1b7d6e"}
+    out = subprocess.run(
+        [*entrypoint, *stream["command"]], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "3f2a9c1b7d6e|serve"
+
+
+def duration_s(value: str) -> float:
+    units = {"h": 3600, "m": 60, "s": 1, "ms": 0.001}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|h|m|s)", value)
+    assert parts
+    assert "".join(n + u for n, u in parts) == value
+    return sum(float(n) * units[u] for n, u in parts)
+
+
+def test_stream_stop_grace_period_covers_the_drain() -> None:
+    assert duration_s(SERVICES["stream"]["stop_grace_period"]) >= SERVE_DRAIN_BOUND_S
