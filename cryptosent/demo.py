@@ -217,9 +217,9 @@ def run_demo(
     stop: threading.Event | None = None,
 ) -> dict[str, Any]:
     from stream.alerts_consumer import run_alerts
-    from stream.consumer import StreamWorker
+    from stream.backends import load_backend
+    from stream.serve import ServeConfig, StreamWorker
     from stream.dashboard.app import Dashboard
-    from stream.inference import load_model
     from stream.replay import ReplaySummary, replay
 
     out = out or sys.stdout
@@ -262,16 +262,11 @@ def run_demo(
         echo(f"[demo] 2. topics ready ({', '.join(created) or 'already there'})")
 
         ensure_model(settings, model_dir, Path(train_csv), lambda s: echo(f"[demo] 3. {s[7:]}"))
-        model = load_model(
-            model_dir,
-            device=settings.model.device,
-            precision=settings.model.precision,
-            max_length=settings.model.max_length,
-        )
+        model = load_backend(settings.model.model_copy(update={"artifact_dir": model_dir}))
         serve_settings = settings.model_copy(
             update={"stream": settings.stream.model_copy(update={"metrics_port": 0})}
         )
-        worker = StreamWorker(serve_settings, model)
+        worker = StreamWorker(ServeConfig.of(serve_settings), model, model.pipeline)
         worker_stop = threading.Event()
         stack.enter_context(_thread("serve", lambda: worker.run(worker_stop)))
         stack.callback(worker_stop.set)

@@ -4,3 +4,25 @@
 ONNX Runtime the next. The text pipeline is not a backend's business: every backend receives
 texts already cleaned by the artifact's pipeline, which is what keeps training and serving equal.
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ops.settings import ModelSettings
+    from stream.backends.torch_backend import SentimentModel
+
+
+def load_backend(model: ModelSettings) -> SentimentModel:
+    """The backend for `model.artifact_dir` on `model.device`, by the `model` settings section.
+    Loads the runtime lazily: importing `stream.backends` imports neither torch nor onnxruntime.
+    (The place a `--backend torch|onnx` choice goes.)"""
+    from stream.backends.torch_backend import load_model
+
+    return load_model(
+        model.artifact_dir,
+        device=model.device,
+        precision=model.precision,
+        max_length=model.max_length,
+    )
