@@ -217,10 +217,10 @@ def run_demo(
     stop: threading.Event | None = None,
 ) -> dict[str, Any]:
     from stream.alerts_consumer import run_alerts
-    from stream.backends import load_backend
-    from stream.serve import ServeConfig, StreamWorker
+    from stream.backends.torch_backend import load_model
     from stream.dashboard.app import Dashboard
     from stream.replay import ReplaySummary, replay
+    from stream.serve import ServeConfig, StreamWorker
 
     out = out or sys.stdout
     stop = stop or threading.Event()
@@ -262,7 +262,12 @@ def run_demo(
         echo(f"[demo] 2. topics ready ({', '.join(created) or 'already there'})")
 
         ensure_model(settings, model_dir, Path(train_csv), lambda s: echo(f"[demo] 3. {s[7:]}"))
-        model = load_backend(settings.model.model_copy(update={"artifact_dir": model_dir}))
+        model = load_model(
+            model_dir,
+            device=settings.model.device,
+            precision=settings.model.precision,
+            max_length=settings.model.max_length,
+        )
         serve_settings = settings.model_copy(
             update={"stream": settings.stream.model_copy(update={"metrics_port": 0})}
         )

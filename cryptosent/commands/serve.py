@@ -128,24 +128,25 @@ def run(args: argparse.Namespace) -> int:
 
     from stream.artifact import read_meta
     from stream.backends import load_backend
+    from stream.core.text import TextPipeline
     from stream.serve import ServeConfig, StreamError, StreamWorker, ensure_topics
 
     config = ServeConfig.of(settings)
     # Cheap checks first, so a typo fails in a second, not after the model loaded.
-    read_meta(settings.model.artifact_dir)
+    meta = read_meta(settings.model.artifact_dir)
     ensure_topics(config, create=bool(args.create_topics))
-    model = load_backend(settings.model)
+    backend = load_backend(settings.model)
     log.info(
         "serve_starting",
         settings=settings.redacted(),
-        model_version=model.model_version,
-        device=str(model.device),
-        autocast=str(model.autocast_dtype),
+        model_version=backend.model_version,
+        backend=backend.name,
     )
     worker = StreamWorker(
         config,
-        model,
-        model.pipeline,
+        backend,
+        # The artifact's text pipeline, whatever the backend: what was trained on is served.
+        TextPipeline(meta.text),
         max_messages=args.max_messages,
         idle_exit_s=args.idle_exit_s,
     )
