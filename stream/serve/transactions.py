@@ -91,6 +91,9 @@ class ExactlyOnce:
         producer = self.producer
         try:
             producer.begin_transaction()
+            # With transaction_committed, brackets the open transaction for an observer (a
+            # chaos test choosing when to kill) without any hook in the worker.
+            log.debug("transaction_started", seq=batch.seq, records=len(records))
             produced = [self.out.send(record) for record in records]
             _txn_call(
                 lambda: producer.send_offsets_to_transaction(
