@@ -213,7 +213,7 @@ def padded_tokens(batches: Sequence[Sequence[Sequence[int]]], pad_to: int | None
 
 
 def micro_default(batch_size: int) -> int:
-    from stream.consumer import MICRO_BATCH_FACTOR
+    from stream.core import MICRO_BATCH_FACTOR
 
     return MICRO_BATCH_FACTOR * batch_size
 
@@ -1091,9 +1091,9 @@ def step_serve(ctx: Context) -> dict[str, Any]:
         print(f"   {msg}", flush=True)
         return {"status": "skipped", "reason": msg}
     try:
-        import stream.consumer as consumer_mod
+        import stream.serve.worker as consumer_mod
         from stream.apps.replay import replay
-        from stream.consumer import StreamWorker, ensure_topics
+        from stream.serve import ServeConfig, StreamWorker, ensure_topics
     except ImportError as exc:
         return {"status": "skipped", "reason": f"serve API not importable yet: {exc}"}
     from ops.broker import EmbeddedBroker
@@ -1175,7 +1175,7 @@ def step_serve(ctx: Context) -> dict[str, Any]:
         "model": sizes.shapes["bert-base"].describe(),
     }
     stop = threading.Event()
-    # The Kafka thread calls `decode_message` through stream.consumer's module globals.
+    # The Kafka thread calls `decode_message` through stream.serve.worker's module globals.
     original_decode = consumer_mod.decode_message  # type: ignore[attr-defined]
     try:
         consumer_mod.decode_message = timer.wrap("decode", original_decode)  # type: ignore[attr-defined]
@@ -1192,7 +1192,7 @@ def step_serve(ctx: Context) -> dict[str, Any]:
                     group_id=f"bench-{tag}", metrics_port=0, session_timeout_ms=6000
                 ),
             )
-            ensure_topics(settings, create=True)
+            ensure_topics(ServeConfig.of(settings), create=True)
             csv_path = _write_replay_csv(workdir / "tweets.csv", texts)
             t0 = time.perf_counter()
             summary = replay(settings.kafka, csv_path, topics.input[0], progress=False)
@@ -1206,7 +1206,12 @@ def step_serve(ctx: Context) -> dict[str, Any]:
                 flush=True,
             )
             worker = TimedWorker(
-                settings, sm, max_messages=summary.sent, idle_exit_s=30.0, serve_http=False
+                ServeConfig.of(settings),
+                sm,
+                sm.pipeline,
+                max_messages=summary.sent,
+                idle_exit_s=30.0,
+                serve_http=False,
             )
             watchdog = threading.Timer(sizes.serve_cap_s, stop.set)
             watchdog.start()

@@ -38,7 +38,8 @@ sys.path.insert(0, str(ROOT))
 from ops.broker import EmbeddedBroker  # noqa: E402
 from ops.kafka import create_topics  # noqa: E402
 from ops.logging import configure_logging  # noqa: E402
-from ops.settings import DataSettings, KafkaSettings, Settings, TextSettings  # noqa: E402
+from ops.settings import DataSettings, KafkaSettings, Settings  # noqa: E402
+from schemas.text import TextConfig  # noqa: E402
 from stream.artifact import ArtifactMeta, write_meta  # noqa: E402
 from stream.core.planning import plan_batches_by_cost, softmax  # noqa: E402
 from stream.inference import SentimentModel, load_model  # noqa: E402
@@ -66,7 +67,7 @@ def build_minilm_artifact(directory: Path) -> Path:
         directory,
         ArtifactMeta(
             model_version="minilm-random-head-bench",
-            text=TextSettings(),
+            text=TextConfig(),
             max_length=128,
             base_model="minilm",
         ),
@@ -202,14 +203,16 @@ def hist_mean(metric: Any) -> float | None:
 def measure_serve(
     kafka: KafkaSettings, model: SentimentModel, csv: Path, args: argparse.Namespace
 ) -> dict[str, Any]:
-    from stream.consumer import StreamWorker
+    from stream.serve import ServeConfig, StreamWorker
 
     inp = f"bench-in-{uuid.uuid4().hex[:8]}"
     out, dlq = inp.replace("-in-", "-out-"), inp.replace("-in-", "-dlq-")
     create_topics(kafka, [inp, out, dlq], partitions=1)
     fill_s = fill_topic(kafka, csv, inp, args.messages)
     settings = stream_settings(kafka, inp, out, dlq, args)
-    worker = StreamWorker(settings, model, max_messages=args.messages)
+    worker = StreamWorker(
+        ServeConfig.of(settings), model, model.pipeline, max_messages=args.messages
+    )
     cpu = time.process_time()
     counters = worker.run(threading.Event())
     cpu = time.process_time() - cpu
@@ -239,7 +242,7 @@ def measure_naive(
     """One message at a time: the loop of Kafka-ML-style model servers."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
-    from ops.kafka import producer_config
+    from ops.kafka import message_timestamp_ms, producer_config
     from ops.settings import InputFormat
     from stream.core import decode_message, sentiment_record
 
@@ -263,7 +266,7 @@ def measure_naive(
             continue
         if start is None:
             start = time.perf_counter()
-        item = decode_message(msg, fmt, 65536)
+        item = decode_message(msg, fmt, 65536, timestamp_ms=message_timestamp_ms(msg))
         assert item.tweet is not None
         clean = model.pipeline.process_batch([item.tweet.text])[0]
         probs = None
@@ -301,7 +304,7 @@ def measure_latency(
     rate: float,
 ) -> dict[str, Any]:
     from stream.apps.replay import replay
-    from stream.consumer import StreamWorker
+    from stream.serve import ServeConfig, StreamWorker
 
     inp = f"bench-lat-in-{uuid.uuid4().hex[:8]}"
     out, dlq = inp.replace("-in-", "-out-"), inp.replace("-in-", "-dlq-")
@@ -310,7 +313,13 @@ def measure_latency(
     n = warm + int(rate * args.latency_seconds)
     latencies: list[float] = []
     settings = stream_settings(kafka, inp, out, dlq, args)
-    worker = StreamWorker(settings, model, max_messages=n, latency_observer=latencies.append)
+    worker = StreamWorker(
+        ServeConfig.of(settings),
+        model,
+        model.pipeline,
+        max_messages=n,
+        latency_observer=latencies.append,
+    )
     thread = threading.Thread(target=lambda: worker.run(threading.Event()))
     thread.start()
     deadline = time.monotonic() + 60
@@ -429,11 +438,9 @@ def main() -> int:
         write_results(json.loads((args.out / "stream_throughput.json").read_text()), args.out)
         return 0
     configure_logging("WARNING", "console")
-    from stream.consumer import micro_batch_size
+    from stream.core import micro_batch_size
 
-    args.batch_max_messages = args.batch_max_messages or micro_batch_size(
-        Settings(model={"batch_size": args.batch_size})
-    )
+    args.batch_max_messages = micro_batch_size(args.batch_max_messages, args.batch_size)
 
     from stream.apps.replay import load_rows
 

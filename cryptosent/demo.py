@@ -219,8 +219,8 @@ def run_demo(
     from stream.apps.alerts import run_alerts
     from stream.apps.dashboard import Dashboard
     from stream.apps.replay import ReplaySummary, replay
-    from stream.consumer import StreamWorker
-    from stream.inference import load_model
+    from stream.backends.torch_backend import load_model
+    from stream.serve import ServeConfig, StreamWorker
 
     out = out or sys.stdout
     stop = stop or threading.Event()
@@ -271,7 +271,7 @@ def run_demo(
         serve_settings = settings.model_copy(
             update={"stream": settings.stream.model_copy(update={"metrics_port": 0})}
         )
-        worker = StreamWorker(serve_settings, model)
+        worker = StreamWorker(ServeConfig.of(serve_settings), model, model.pipeline)
         worker_stop = threading.Event()
         stack.enter_context(_thread("serve", lambda: worker.run(worker_stop)))
         stack.callback(worker_stop.set)

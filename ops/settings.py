@@ -13,10 +13,11 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from schemas.text import TextConfig
+
 Device = Literal["auto", "cpu", "cuda"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 ProcessingGuarantee = Literal["at_least_once", "exactly_once"]
-LangBackend = Literal["py3langid", "langdetect", "none"]
 
 _SECRET_HINTS = ("password", "secret", "token", "key.pem", "sasl.oauthbearer.config")
 
@@ -146,51 +147,11 @@ class StreamSettings(_Section):
     # Intra-op CPU threads for inference (torch.set_num_threads in the inference thread); None =
     # torch's default (every visible core), too many under a container CPU limit or a shared host.
     torch_threads: int | None = Field(default=None, ge=1, le=256)
-    # TEST-ONLY hook: sleep this long before each micro-batch's forward passes, so a test can
-    # kill the worker at a moment when it is known to hold no open transaction. Keep at 0.
-    debug_inference_delay_s: float = Field(default=0.0, ge=0.0, le=60.0)
 
 
-class TextSettings(_Section):
-    """The text pipeline's configuration. Saved inside every model artifact; serving uses the
-    artifact's copy, so what was trained on is exactly what is served."""
-
-    unescape_html: bool = True
-    # NFKC turns full-width and "mathematical bold" look-alikes (frequent in shill tweets) into
-    # plain letters the tokenizer knows.
-    unicode_normalization: Literal["NFKC", "NFC", "none"] = "NFKC"
-    remove_mentions: bool = True
-    remove_urls: bool = True
-    # "#Bitcoin" -> "Bitcoin": the word carries the sentiment-relevant signal, the '#' does not.
-    hashtags: Literal["strip_symbol", "remove", "keep"] = "strip_symbol"
-    # "$ETH.X" -> "ETH": the ticker tells which coin is discussed; '$' and the '.X' suffix
-    # (StockTwits' crypto marker) are noise.
-    cashtags: Literal["ticker", "remove", "keep"] = "ticker"
-    # Emojis carry much of the sentiment in crypto chatter (rocket, chart decreasing); a WordPiece
-    # vocabulary maps them to [UNK], so they are spelled out as words.
-    emojis: Literal["demojize", "remove", "keep"] = "demojize"
-    # The intended version of the notebook's buggy `[^w\s]`.
-    symbol_pattern: str = r"[^\w\s]"
-    lowercase: bool = False
-    min_chars: int = Field(default=3, ge=0)
-    lang_backend: LangBackend = "py3langid"
-    lang_min_confidence: float = Field(default=0.95, ge=0.0, le=1.0)
-    lang_min_chars: int = Field(default=20, ge=0)
-    # A text whose letters are mostly non-Latin (and at least this many) is not English however
-    # short it is; see `stream.core.lang`.
-    lang_min_script_letters: int = Field(default=2, ge=1)
-    lang_seed: int = 0
-
-    @field_validator("symbol_pattern")
-    @classmethod
-    def _compiles(cls, value: str) -> str:
-        import re
-
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"symbol_pattern is not a valid regular expression: {exc}") from exc
-        return value
+# The text pipeline's settings are a contract saved inside every artifact (schemas.text); the
+# old name stays for the code that configures training with it.
+TextSettings = TextConfig
 
 
 class DataSettings(_Section):
@@ -328,7 +289,7 @@ class Settings(BaseSettings):
     topics: TopicsSettings = Field(default_factory=TopicsSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
     stream: StreamSettings = Field(default_factory=StreamSettings)
-    text: TextSettings = Field(default_factory=TextSettings)
+    text: TextConfig = Field(default_factory=TextConfig)
     data: DataSettings = Field(default_factory=DataSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)
     alerts: AlertsSettings = Field(default_factory=AlertsSettings)

@@ -10,12 +10,15 @@ from pydantic import BaseModel
 
 from schemas.alerts import Alert
 from schemas.messages import DeadLetter, SentimentOut, TweetIn
+from schemas.text import TextConfig
 
 EXPORTED: dict[str, type[BaseModel]] = {
     "tweet_in": TweetIn,
     "sentiment_out": SentimentOut,
     "dead_letter": DeadLetter,
     "alert": Alert,
+    # The text pipeline configuration every model artifact carries (cryptosent.json "text").
+    "text_config": TextConfig,
 }
 
 JSON_DIR = Path(__file__).parent / "json"

@@ -19,8 +19,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ops.errors import UserError
-from ops.settings import TextSettings
 from schemas.messages import Label
+from schemas.text import TextConfig
 
 META_FILE = "cryptosent.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -43,7 +43,7 @@ class ArtifactMeta(BaseModel):
     format_version: int = FORMAT_VERSION
     model_version: str
     labels: list[Label] = Field(default_factory=lambda: [Label.NEGATIVE, Label.POSITIVE])
-    text: TextSettings
+    text: TextConfig
     max_length: int = Field(ge=8, le=512)
     base_model: str
     # Temperature scaling fitted on the validation split; logits are divided by it at serving.

@@ -109,14 +109,14 @@ def register(sub: Any) -> None:
         type=int,
         default=None,
         metavar="N",
-        help="stop after N inputs (benchmarks, tests)",
+        help="stop after N inputs, then finish, commit and exit 0 (batch jobs, benchmarks)",
     )
     o.add_argument(
         "--idle-exit-s",
         type=float,
         default=None,
         metavar="S",
-        help="exit 0 after S seconds without input (demos, tests)",
+        help="exit 0 after S seconds without input: drain a backlog and stop (batch jobs)",
     )
     p.set_defaults(handler=run)
 
@@ -127,27 +127,28 @@ def run(args: argparse.Namespace) -> int:
     stop = stop_on_signals("exit")
 
     from stream.artifact import read_meta
-    from stream.consumer import StreamError, StreamWorker, ensure_topics
-    from stream.inference import load_model
+    from stream.backends import load_backend
+    from stream.core.text import TextPipeline
+    from stream.serve import ServeConfig, StreamError, StreamWorker, ensure_topics
 
+    config = ServeConfig.of(settings)
     # Cheap checks first, so a typo fails in a second, not after the model loaded.
-    read_meta(settings.model.artifact_dir)
-    ensure_topics(settings, create=bool(args.create_topics))
-    model = load_model(
-        settings.model.artifact_dir,
-        device=settings.model.device,
-        precision=settings.model.precision,
-        max_length=settings.model.max_length,
-    )
+    meta = read_meta(settings.model.artifact_dir)
+    ensure_topics(config, create=bool(args.create_topics))
+    backend = load_backend(settings.model)
     log.info(
         "serve_starting",
         settings=settings.redacted(),
-        model_version=model.model_version,
-        device=str(model.device),
-        autocast=str(model.autocast_dtype),
+        model_version=backend.model_version,
+        backend=backend.name,
     )
     worker = StreamWorker(
-        settings, model, max_messages=args.max_messages, idle_exit_s=args.idle_exit_s
+        config,
+        backend,
+        # The artifact's text pipeline, whatever the backend: what was trained on is served.
+        TextPipeline(meta.text),
+        max_messages=args.max_messages,
+        idle_exit_s=args.idle_exit_s,
     )
     try:
         worker.run(stop)

@@ -1,112 +1,41 @@
-"""Kafka plumbing shared by every command: client configs, reachability, topics."""
+"""Kafka plumbing shared by every command, as one typed toolkit:
 
-from __future__ import annotations
+config   producer_config, consumer_config (from the `kafka` settings section)
+admin    list_topics, check_topics, create_topics (failures are one-line UserErrors)
+clients  ConsumerClient/ProducerClient Protocols, ConfluentClients, produce (BufferError),
+         message_timestamp_ms, is_partition_eof, is_too_large
+"""
 
-from collections.abc import Iterable
-from typing import Any
+from ops.kafka.admin import admin_client, check_topics, create_topics, list_topics
+from ops.kafka.clients import (
+    ClientFactory,
+    ConfluentClients,
+    ConsumerClient,
+    ProducerClient,
+    is_all_brokers_down,
+    is_partition_eof,
+    is_too_large,
+    kafka_error,
+    message_timestamp_ms,
+    produce,
+)
+from ops.kafka.config import consumer_config, producer_config
 
-from ops.errors import UserError
-from ops.settings import KafkaSettings
-
-
-def producer_config(kafka: KafkaSettings, **overrides: Any) -> dict[str, Any]:
-    conf = kafka.client_config()
-    # Idempotence makes librdkafka's retries safe: no duplicates or reordering per partition.
-    conf.setdefault("enable.idempotence", True)
-    conf.setdefault("acks", "all")
-    conf.setdefault("linger.ms", 5)
-    conf.update(overrides)
-    return conf
-
-
-def consumer_config(kafka: KafkaSettings, group_id: str, **overrides: Any) -> dict[str, Any]:
-    conf = kafka.client_config()
-    conf.update(
-        {
-            "group.id": group_id,
-            "partition.assignment.strategy": "cooperative-sticky",
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "auto.offset.reset": "earliest",
-        }
-    )
-    conf.update(overrides)
-    return conf
-
-
-def _describe(exc: Exception) -> str:
-    err = exc.args[0] if exc.args else exc
-    text = err.str() if hasattr(err, "str") else str(err)
-    return str(text)
-
-
-def admin_client(kafka: KafkaSettings) -> Any:
-    from confluent_kafka.admin import AdminClient
-
-    conf = kafka.client_config()
-    # Admin calls surface their failures as exceptions, which become one clear line; librdkafka's
-    # own connection-refused chatter on stderr would only bury it.
-    conf.setdefault("log_level", 2)
-    return AdminClient(conf)
-
-
-def list_topics(kafka: KafkaSettings, timeout: float = 5.0) -> dict[str, int]:
-    """Topic name -> partition count. An unreachable broker is a UserError, not a hang."""
-    from confluent_kafka import KafkaException
-
-    admin = admin_client(kafka)
-    try:
-        metadata = admin.list_topics(timeout=timeout)
-    except KafkaException as exc:
-        raise UserError(
-            f"cannot reach Kafka at {kafka.bootstrap_servers}: {_describe(exc)}",
-            hint="start one with `cryptosent broker` or pass --bootstrap-servers",
-        ) from None
-    return {name: len(t.partitions) for name, t in metadata.topics.items()}
-
-
-def check_topics(kafka: KafkaSettings, names: Iterable[str], timeout: float = 5.0) -> None:
-    existing = list_topics(kafka, timeout)
-    missing = sorted(set(names) - set(existing))
-    if missing:
-        raise UserError(
-            f"topic(s) {', '.join(missing)} do not exist on {kafka.bootstrap_servers}",
-            hint="create them or pass --create-topics",
-        )
-
-
-def create_topics(
-    kafka: KafkaSettings,
-    names: Iterable[str],
-    partitions: int = 3,
-    replication_factor: int = 1,
-    timeout: float = 10.0,
-) -> list[str]:
-    """Create the topics that do not exist yet; returns the ones created."""
-    from confluent_kafka import KafkaException
-    from confluent_kafka.cimpl import NewTopic
-
-    wanted = list(dict.fromkeys(names))
-    existing = list_topics(kafka, timeout)
-    todo = [n for n in wanted if n not in existing]
-    if not todo:
-        return []
-    admin = admin_client(kafka)
-    futures = admin.create_topics(
-        [
-            NewTopic(n, num_partitions=partitions, replication_factor=replication_factor)
-            for n in todo
-        ],
-        operation_timeout=timeout,
-    )
-    created = []
-    for name, fut in futures.items():
-        try:
-            fut.result(timeout=timeout)
-            created.append(name)
-        except KafkaException as exc:
-            err = exc.args[0]
-            if getattr(err, "name", lambda: "")() == "TOPIC_ALREADY_EXISTS":
-                continue
-            raise UserError(f"cannot create topic {name}: {err}") from None
-    return created
+__all__ = [
+    "ClientFactory",
+    "ConfluentClients",
+    "ConsumerClient",
+    "ProducerClient",
+    "admin_client",
+    "check_topics",
+    "consumer_config",
+    "create_topics",
+    "is_all_brokers_down",
+    "is_partition_eof",
+    "is_too_large",
+    "kafka_error",
+    "list_topics",
+    "message_timestamp_ms",
+    "produce",
+    "producer_config",
+]

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import (
     OFFSET_END,
-    TIMESTAMP_NOT_AVAILABLE,
     Consumer,
     KafkaError,
     KafkaException,
@@ -24,6 +23,8 @@ from confluent_kafka import (
 )
 
 from ops.kafka import consumer_config
+from ops.kafka.clients import is_partition_eof as _is_eof
+from ops.kafka.clients import message_timestamp_ms
 from ops.logging import get_logger
 from ops.settings import KafkaSettings
 
@@ -53,13 +54,13 @@ def lookback_offsets(
 
 
 def is_partition_eof(err: KafkaError | None) -> bool:
-    return err is not None and err.code() == KafkaError._PARTITION_EOF
+    return err is not None and _is_eof(err)
 
 
 def before_cutoff(msg: Message, cutoff_ms: int) -> bool:
     """True when the record's timestamp is known and older than `cutoff_ms`."""
-    ts_type, ts_ms = msg.timestamp()
-    return ts_type != TIMESTAMP_NOT_AVAILABLE and ts_ms < cutoff_ms
+    ts_ms = message_timestamp_ms(msg)
+    return ts_ms is not None and ts_ms < cutoff_ms
 
 
 @dataclass

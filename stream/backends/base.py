@@ -39,6 +39,12 @@ class Backend(Protocol):
         """A forward call's fixed cost in tokens' worth of compute (see plan_batches_by_cost)."""
         ...
 
+    def init_thread(self, threads: int | None) -> None:
+        """Called once on the thread that will call `forward_logits`, before the first call;
+        `threads` is `stream.torch_threads` (intra-op CPU threads, None = the runtime's
+        default). A backend that sets its threads at load time ignores it."""
+        ...
+
     def encode(self, texts: Sequence[str]) -> Encoded:
         """Token ids, truncated at the artifact's max_length, never padded."""
         ...

@@ -26,12 +26,11 @@ same for either. Defaults tuned on the StockTwits $ETH posts (all English) and
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ops.settings import TextSettings
+from schemas.text import TextConfig
 
 __all__ = ["LangVerdict", "LanguageFilter", "is_latin_letter"]
 
@@ -180,21 +179,23 @@ class _LangdetectBackend:
 class LanguageFilter:
     """Decides English or not for language views; the backend model loads on first use."""
 
-    def __init__(self, config: TextSettings) -> None:
+    def __init__(self, config: TextConfig) -> None:
         self._config = config
         self._backend: _Backend | None = None
-        self._lock = threading.Lock()
 
     @property
-    def config(self) -> TextSettings:
+    def config(self) -> TextConfig:
         return self._config
 
     def _get_backend(self) -> _Backend:
-        if self._backend is None:
-            with self._lock:
-                if self._backend is None:
-                    self._backend = _build_backend(self._config)
-        return self._backend
+        # No lock (the core stays free of threads): two threads racing on the first call may each
+        # build a backend, the last assignment wins and the other is dropped. Both are built from
+        # the same files and config, so verdicts are the same either way; the race costs one
+        # extra load at most, once. Serve's single prep thread never races with itself.
+        backend = self._backend
+        if backend is None:
+            backend = self._backend = _build_backend(self._config)
+        return backend
 
     def judge(self, text: str) -> LangVerdict:
         cfg = self._config
@@ -256,7 +257,7 @@ def _summarise(backend: str, dist: dict[str, float]) -> tuple[float, tuple[str |
     return english, (_RENAME.get(best_lang, best_lang), pooled[best_lang])
 
 
-def _build_backend(config: TextSettings) -> _Backend:
+def _build_backend(config: TextConfig) -> _Backend:
     if config.lang_backend == "py3langid":
         return _Py3LangidBackend()
     if config.lang_backend == "langdetect":

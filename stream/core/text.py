@@ -1,5 +1,5 @@
 """The one text pipeline: the trainer cleans its training data with it and the stream cleans every
-incoming tweet with it, configured by the `TextSettings` saved in the model artifact.
+incoming tweet with it, configured by the `TextConfig` saved in the model artifact.
 
 `clean` is a single pass whose step order makes it idempotent (`clean(clean(x)) == clean(x)`):
 every step either removes characters that later steps never reintroduce or inserts only word
@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ops.errors import UserError
-from ops.settings import TextSettings
 from schemas.messages import SkipReason
+from schemas.text import TextConfig
 
 if TYPE_CHECKING:
     from stream.core.lang import LanguageFilter
@@ -113,7 +113,7 @@ class _Cleaned:
 class TextPipeline:
     """Cleaning, the minimum-length rule and the English filter, as one configured object."""
 
-    def __init__(self, config: TextSettings) -> None:
+    def __init__(self, config: TextConfig) -> None:
         self._config = config
         try:
             self._symbols = re.compile(config.symbol_pattern)
@@ -143,7 +143,7 @@ class TextPipeline:
         self._lang: LanguageFilter | None = None
 
     @property
-    def config(self) -> TextSettings:
+    def config(self) -> TextConfig:
         return self._config
 
     # -- cleaning -------------------------------------------------------------------------------

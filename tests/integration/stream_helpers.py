@@ -16,9 +16,12 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ops.settings import KafkaSettings, Settings
-from stream.consumer import Counters, StreamWorker
-from stream.processing import ModelLike
+from stream.backends.base import Backend
+from stream.core import TextPipelineLike
+from stream.serve import Counters, ServeConfig, StreamWorker
 
 ROOT = Path(__file__).resolve().parents[2]
 # Tansu takes ~20 s to complete a group join with the 45 s default session timeout.
@@ -146,13 +149,14 @@ class Reader:
                 f"timed out after {timeout:.0f}s: {len(self.records)} of {count} records"
             )
 
-    def settle(self, quiet_s: float = 1.0, max_s: float = 10.0) -> None:
-        """Keep reading until nothing new arrived for `quiet_s` (catches late duplicates)."""
-        end = time.monotonic() + max_s
-        quiet_since = time.monotonic()
-        while time.monotonic() < end and time.monotonic() - quiet_since < quiet_s:
-            if self.poll(0.2):
-                quiet_since = time.monotonic()
+    def settle(self, expected: int, timeout: float = 30.0) -> None:
+        """Read until `expected` records, the number the writers acknowledged (their counters,
+        or the shutdown log lines of stopped processes), are in; then read what is already
+        queued behind them. A record the writers produced, duplicate or late, is never missed
+        because the reader went quiet too early; more than `expected` shows as duplicates."""
+        self.until(expected, timeout)
+        while self.poll(0.5):
+            pass
 
     def sources(self) -> Counter[Source]:
         return Counter(
@@ -177,11 +181,36 @@ def check_one_per_input(reader: Reader, inputs: list[Source], *, allow_duplicate
     return duplicates
 
 
+class SlowBackend:
+    """A backend whose forward passes take `delay_s` longer, so that "mid-stream" is a wide,
+    known window instead of a race against a tiny model that finishes a topic in a second.
+    Everything else (pipeline, device, labels, ...) is the wrapped model's."""
+
+    def __init__(self, inner: Any, delay_s: float) -> None:
+        self._inner = inner
+        self.delay_s = delay_s
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def forward_logits(self, batch_ids: Any) -> np.ndarray:
+        time.sleep(self.delay_s)
+        out: np.ndarray = self._inner.forward_logits(batch_ids)
+        return out
+
+
 class WorkerThread:
     """A StreamWorker running `run()` in a thread, as the demo does."""
 
-    def __init__(self, settings: Settings, model: ModelLike, **kwargs: Any) -> None:
-        self.worker = StreamWorker(settings, model, **kwargs)
+    def __init__(
+        self,
+        settings: Settings,
+        model: Backend,
+        pipeline: TextPipelineLike | None = None,
+        **kwargs: Any,
+    ) -> None:
+        text = pipeline if pipeline is not None else model.pipeline  # type: ignore[attr-defined]
+        self.worker = StreamWorker(ServeConfig.of(settings), model, text, **kwargs)
         self.stop = threading.Event()
         self.result: Counters | None = None
         self.error: BaseException | None = None
@@ -211,16 +240,20 @@ class WorkerThread:
 
 
 class ServeProcess:
-    """`python -m cryptosent serve ...` with JSON logs parsed from stderr as they arrive."""
+    """`python -m cryptosent serve ...` with JSON logs parsed from stderr as they arrive;
+    `slow_s` runs it through `tests.integration.slow_serve` with a `SlowBackend`."""
 
-    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, args: list[str], env: dict[str, str] | None = None, slow_s: float | None = None
+    ) -> None:
         full_env = {
             **os.environ,
             "CRYPTOSENT_STREAM__SESSION_TIMEOUT_MS": str(SESSION_TIMEOUT_MS),
             "PYTHONUNBUFFERED": "1",
             **(env or {}),
         }
-        cmd = [sys.executable, "-m", "cryptosent", "serve", "--log-format", "json", *args]
+        entry = ["cryptosent"] if slow_s is None else ["tests.integration.slow_serve", str(slow_s)]
+        cmd = [sys.executable, "-m", *entry, "serve", "--log-format", "json", *args]
         self.proc = subprocess.Popen(
             cmd,
             cwd=ROOT,
@@ -258,6 +291,10 @@ class ServeProcess:
         found = self.events_named(name)
         assert found, f"serve exited ({self.proc.returncode}) before {name!r}:\n{self.tail()}"
         return found[0]
+
+    def acked(self) -> int:
+        """Outputs acknowledged over the process's life, from its shutdown line (0 without)."""
+        return sum(int(e.get("outputs_acked", 0)) for e in self.events_named("shutdown"))
 
     def signal(self, sig: signal.Signals) -> None:
         self.proc.send_signal(sig)

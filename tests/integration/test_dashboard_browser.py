@@ -87,8 +87,8 @@ def test_dashboard_shows_replayed_stream_in_chromium(
     from playwright.sync_api import Page
 
     from stream.apps.replay import replay
-    from stream.consumer import StreamWorker
     from stream.inference import load_model
+    from stream.serve import ServeConfig, StreamWorker
     from tests.tiny_model import make_tiny_artifact
 
     page = browser_page
@@ -114,7 +114,9 @@ def test_dashboard_shows_replayed_stream_in_chromium(
     with Dashboard(settings.dashboard, settings.kafka, settings.topics, settings.alerts) as dash:
         # 1. replay through serve
         stop = threading.Event()
-        worker = StreamWorker(settings, model, max_messages=N_TWEETS, serve_http=False)
+        worker = StreamWorker(
+            ServeConfig.of(settings), model, model.pipeline, max_messages=N_TWEETS, serve_http=False
+        )
         errors: list[BaseException] = []
 
         def serve() -> None:

@@ -13,13 +13,16 @@ from typing import Any
 
 import pytest
 
-from ops.settings import KafkaSettings, TextSettings
+from ops.kafka import ConfluentClients
+from ops.settings import KafkaSettings
 from schemas.messages import DeadLetter, DeadLetterKind, Label, SentimentOut, SkipReason, Status
+from schemas.text import TextConfig
 from stream.apps.replay import replay
 from stream.apps.tail import tail
 from stream.inference import SentimentModel, load_model
 from tests.integration.stream_helpers import (
     Reader,
+    SlowBackend,
     WorkerThread,
     check_one_per_input,
     produce,
@@ -40,7 +43,7 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> SentimentModel:
 @pytest.fixture(scope="module")
 def lang_model(tmp_path_factory: pytest.TempPathFactory) -> SentimentModel:
     art = make_tiny_artifact(
-        tmp_path_factory.mktemp("tiny-lang"), text=TextSettings(lang_backend="py3langid")
+        tmp_path_factory.mktemp("tiny-lang"), text=TextConfig(lang_backend="py3langid")
     )
     return load_model(art, device="cpu")
 
@@ -87,8 +90,7 @@ def test_replay_serve_tail_end_to_end(
     assert counters.outputs_acked == 150
 
     reader = Reader(kafka_settings, [out, dlq])
-    reader.until(150, 20)
-    reader.settle(0.5)
+    reader.settle(counters.outputs_acked, 20)
     inputs = [
         (inp, int(r["source"]["partition"]), int(r["source"]["offset"])) for r in reader.records
     ]
@@ -150,8 +152,7 @@ def test_malformed_inputs_are_dead_lettered_and_the_stream_goes_on(
     assert counters.classified == len(good_before) + len(good_after)
 
     reader = Reader(kafka_settings, [out, dlq])
-    reader.until(len(values), 20)
-    reader.settle(0.5)
+    reader.settle(counters.outputs_acked, 20)
     check_one_per_input(reader, sources, allow_duplicates=False)
     by_offset = {r["source"]["offset"]: r for r in reader.records}
     for i, (_, kind) in enumerate(bad, start=len(good_before)):
@@ -206,19 +207,13 @@ def test_two_workers_share_partitions_and_one_takes_over(
     inp, out, dlq = make_topic("in", 2), make_topic("out"), make_topic("dlq")
     keys, values = tweets(200, "a")
     first = produce(kafka_settings, inp, values, keys)
-    # Slowed down (test-only hook) so that both workers are mid-stream when the group settles.
+    # A slowed backend, so that both workers are mid-stream when the group settles.
     settings = stream_settings(
-        kafka_settings,
-        inp,
-        out,
-        dlq,
-        group=f"g-{inp}",
-        batch_size=10,
-        batch_max_messages=10,
-        debug_inference_delay_s=0.05,
+        kafka_settings, inp, out, dlq, group=f"g-{inp}", batch_size=10, batch_max_messages=10
     )
-    one = WorkerThread(settings, model).start()
-    two = WorkerThread(settings, model).start()
+    slow = SlowBackend(model, 0.05)
+    one = WorkerThread(settings, slow, model.pipeline).start()  # type: ignore[arg-type]
+    two = WorkerThread(settings, slow, model.pipeline).start()  # type: ignore[arg-type]
     try:
         wait_for(
             lambda: bool(one.worker.assigned and two.worker.assigned),
@@ -237,8 +232,9 @@ def test_two_workers_share_partitions_and_one_takes_over(
         second = produce(kafka_settings, inp, more_values, more_keys)
         reader = Reader(kafka_settings, [out, dlq])
         reader.until(300, 60)
-        reader.settle(1.0)
         survivor = two.finish(60)
+        # Both stopped: what they acknowledged is exactly what the topics hold.
+        reader.settle(stopped.outputs_acked + survivor.outputs_acked)
     finally:
         one.stop.set()
         two.stop.set()
@@ -287,24 +283,21 @@ def test_exactly_once_abort_rewinds_and_loses_nothing(
         batch_max_messages=10,
         processing_guarantee="exactly_once",
     )
-    runner = WorkerThread(settings, model, idle_exit_s=2.0)
-    worker = runner.worker
-    real_factory = worker._make_producer
     wrappers: list[_FailFirstCommit] = []
 
-    def factory() -> Any:
-        wrapper = _FailFirstCommit(real_factory())
-        wrappers.append(wrapper)
-        return wrapper
+    class Clients(ConfluentClients):
+        def producer(self, conf: dict[str, Any]) -> Any:
+            wrapper = _FailFirstCommit(super().producer(conf))
+            wrappers.append(wrapper)
+            return wrapper
 
-    worker._make_producer = factory  # type: ignore[method-assign]
+    runner = WorkerThread(settings, model, idle_exit_s=2.0, clients=Clients())
     counters = runner.start().join(90)
     assert wrappers[0].failed
     assert counters.transaction_aborts == 1
     assert counters.outputs_acked == 60  # counted at commit: the aborted batch is not included
     reader = Reader(kafka_settings, [out, dlq], read_committed=True)
-    reader.until(60, 20)
-    reader.settle(1.0)
+    reader.settle(counters.outputs_acked, 20)
     duplicates = check_one_per_input(reader, sources, allow_duplicates=True)
     # On Kafka this is 0. Tansu does not filter ABORTED transactions from read_committed
     # readers, so the aborted batch's records (at most one micro-batch) show up a second time.
@@ -328,7 +321,7 @@ def test_output_too_large_for_the_producer_is_dead_lettered(
     counters = WorkerThread(settings, model, max_messages=3).start().join(60)
     assert (counters.classified, counters.dead_lettered) == (2, 1)
     reader = Reader(kafka_settings, [out, dlq])
-    reader.until(3, 20)
+    reader.settle(counters.outputs_acked, 20)
     check_one_per_input(reader, sources, allow_duplicates=False)
     letter = next(r for r in reader.records if r["_topic"] == dlq)
     assert letter["error_kind"] == "oversized"

@@ -70,3 +70,37 @@ def test_dead_letter_needs_exactly_one_payload() -> None:
             source=SRC,
             dead_lettered_at=NOW,
         )
+
+
+# `text` of a cryptosent.json written before TextConfig moved to schemas/ (then TextSettings).
+_OLD_ARTIFACT_TEXT = {
+    "unescape_html": True,
+    "unicode_normalization": "NFKC",
+    "remove_mentions": True,
+    "remove_urls": True,
+    "hashtags": "strip_symbol",
+    "cashtags": "ticker",
+    "emojis": "demojize",
+    "symbol_pattern": "[^\\w\\s]",
+    "lowercase": False,
+    "min_chars": 3,
+    "lang_backend": "none",
+    "lang_min_confidence": 0.95,
+    "lang_min_chars": 20,
+    "lang_min_script_letters": 2,
+    "lang_seed": 0,
+}
+
+
+def test_text_config_reads_existing_artifacts_and_is_the_settings_section() -> None:
+    from ops.settings import Settings, TextSettings
+    from schemas.text import TextConfig
+
+    config = TextConfig.model_validate(_OLD_ARTIFACT_TEXT)
+    assert config.lang_backend == "none"
+    assert config.symbol_pattern == r"[^\w\s]"
+    assert config.model_dump(mode="json") == _OLD_ARTIFACT_TEXT
+    assert TextSettings is TextConfig
+    assert isinstance(Settings(_env_file=None).text, TextConfig)
+    with pytest.raises(ValidationError):
+        TextConfig.model_validate({**_OLD_ARTIFACT_TEXT, "unknown": 1})

@@ -104,3 +104,30 @@ def test_unknown_environment_setting_is_an_error(monkeypatch: pytest.MonkeyPatch
 def test_demo_data_env_name(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CRYPTOSENT_DEMO_DATA", "/data/kaggle.csv")
     assert load_settings(env_file=None).demo_data == Path("/data/kaggle.csv")
+
+
+def test_serve_reads_its_own_sections_and_no_test_hook_exists(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from stream.serve import ServeConfig
+
+    s = Settings(
+        _env_file=None,
+        topics={"input": ["a", "b"]},
+        model={"batch_size": 4},
+        stream={"batch_max_messages": None, "processing_guarantee": "exactly_once"},
+    )
+    config = ServeConfig.of(s)
+    assert (config.kafka, config.topics, config.stream, config.model) == (
+        s.kafka,
+        s.topics,
+        s.stream,
+        s.model,
+    )
+    assert config.batch_max == 8 * 4
+    assert config.exactly_once
+    assert config.topic_names == ["a", "b", s.topics.output, s.topics.dead_letter]
+    # The old test-only delay is gone: naming it is an unknown setting, not a silent no-op.
+    monkeypatch.setenv("CRYPTOSENT_STREAM__DEBUG_INFERENCE_DELAY_S", "1")
+    with pytest.raises(ValueError, match="unknown setting"):
+        load_settings(env_file=None)

@@ -9,9 +9,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pytest
+from confluent_kafka import TIMESTAMP_CREATE_TIME, TIMESTAMP_NOT_AVAILABLE
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ops.kafka import message_timestamp_ms
 from ops.settings import InputFormat
 from schemas.messages import (
     DeadLetter,
@@ -25,6 +27,7 @@ from stream.core import (
     Inbound,
     MicroBatcher,
     OffsetTracker,
+    Outcome,
     batch_offsets,
     decode_message,
     get_path,
@@ -32,6 +35,7 @@ from stream.core import (
     parse_event_time,
     sentiment_record,
     to_out_record,
+    too_large_record,
 )
 
 FMT = InputFormat()
@@ -47,7 +51,7 @@ class FakeMessage:
     _topic: str = "tweets"
     _partition: int = 0
     _offset: int = 0
-    _timestamp: tuple[int, int] = (1, 1_700_000_000_000)
+    _timestamp: tuple[int, int] = (TIMESTAMP_CREATE_TIME, 1_700_000_000_000)
 
     def topic(self) -> str | None:
         return self._topic
@@ -80,7 +84,8 @@ class Clean:
 
 
 def decode(value: bytes | str | None, fmt: InputFormat = FMT, max_bytes: int = 4096) -> Inbound:
-    return decode_message(FakeMessage(value, _key=b"k1", _offset=7), fmt, max_bytes, NOW)
+    msg = FakeMessage(value, _key=b"k1", _offset=7)
+    return decode_message(msg, fmt, max_bytes, NOW, timestamp_ms=message_timestamp_ms(msg))  # type: ignore[arg-type]
 
 
 def dead_kind(value: bytes | str | None, **kw: object) -> DeadLetterKind:
@@ -239,8 +244,11 @@ def test_unknown_reference_labels_are_dropped_not_dead_lettered() -> None:
 
 
 def test_missing_kafka_timestamp() -> None:
-    msg = FakeMessage(b'{"id": "1", "text": "t"}', _timestamp=(0, -1))
-    assert decode_message(msg, FMT, 1000, NOW).kafka_timestamp_ms is None
+    msg = FakeMessage(b'{"id": "1", "text": "t"}', _timestamp=(TIMESTAMP_NOT_AVAILABLE, -1))
+    assert message_timestamp_ms(msg) is None  # type: ignore[arg-type]
+    assert decode_message(msg, FMT, 1000, NOW, timestamp_ms=None).kafka_timestamp_ms is None
+    # A negative timestamp is no timestamp, whatever the shell passed.
+    assert decode_message(msg, FMT, 1000, NOW, timestamp_ms=-1).kafka_timestamp_ms is None
 
 
 # -- output records ----------------------------------------------------------------------------
@@ -349,6 +357,34 @@ def test_dead_letter_record_and_internal_error() -> None:
     assert failed.dead_letter.payload_text is not None
     assert json.loads(failed.dead_letter.payload_text)["id"] == "t1"
     assert internal_error(bad, "again") is bad
+
+
+def test_output_too_large_becomes_one_oversized_dead_letter() -> None:
+    good = _tweet_item()
+    assert good.tweet is not None
+    out = sentiment_record(
+        good,
+        Clean("original eth text"),
+        [0.2, 0.8],
+        labels=LABELS,
+        model_version="m1",
+        include_text=True,
+        processed_time=NOW,
+    )
+    record = to_out_record(good, out, "out")
+    swapped = too_large_record(record, "dlq", NOW)
+    assert (swapped.topic, swapped.outcome, swapped.detail) == (
+        "dlq",
+        Outcome.TOO_LARGE,
+        "oversized",
+    )
+    assert swapped.outcome.is_dead_letter
+    assert not record.outcome.is_dead_letter
+    assert (swapped.source, swapped.key) == (record.source, record.key)
+    letter = DeadLetter.model_validate_json(swapped.value)
+    assert letter.error_kind is DeadLetterKind.OVERSIZED
+    assert letter.payload_text == ""
+    assert str(len(record.value)) in letter.error_message
 
 
 # -- offset tracker ----------------------------------------------------------------------------
@@ -513,7 +549,7 @@ def test_batcher_drop_and_zero_linger() -> None:
 
 def test_batch_offsets_are_next_offsets_per_partition() -> None:
     items = [
-        decode_message(FakeMessage(b"{}", _partition=p, _offset=o), FMT, 100, NOW)
+        decode_message(FakeMessage(b"{}", _partition=p, _offset=o), FMT, 100, NOW, timestamp_ms=1)
         for p, o in [(0, 5), (1, 2), (0, 7), (0, 6)]
     ]
     assert batch_offsets(items) == {("tweets", 0): 8, ("tweets", 1): 3}

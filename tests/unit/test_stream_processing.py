@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -17,14 +18,8 @@ from ops.settings import InputFormat
 from schemas.messages import DeadLetter, DeadLetterKind, Label, SentimentOut, SkipReason, Status
 from stream.core import Inbound, decode_message
 from stream.core.planning import Encoded, plan_batches, plan_batches_by_cost
-from stream.processing import (
-    Batch,
-    BatchPipeline,
-    FatalBatchError,
-    build_records,
-    infer,
-    prepare,
-)
+from stream.core.steps import Batch, FatalBatchError, build_records, infer, prepare
+from stream.serve.pipeline import BatchPipeline
 from tests.unit.test_stream_core import FakeMessage
 
 NOW = datetime(2024, 1, 1, tzinfo=UTC)
@@ -62,29 +57,24 @@ class FakePipeline:
 
 @dataclass
 class FakeModel:
-    """Logit for POSITIVE = number of words, NEGATIVE = 0; a 13-word text breaks the model."""
+    """A `Backend` (plus the artifact's text pipeline): logit for POSITIVE = number of words,
+    NEGATIVE = 0; a 13-word text breaks the model."""
 
     pipeline: FakePipeline = field(default_factory=FakePipeline)
     temperature: float = 1.0
     model_version: str = "fake-v1"
+    name: str = "fake"
     labels: Sequence[Label] = (Label.NEGATIVE, Label.POSITIVE)
+    # A large per-call overhead makes the cost planner fill groups like plan_batches.
+    call_overhead_tokens: float = 1000.0
     forward_batches: list[list[int]] = field(default_factory=list)
     broken: bool = False
 
+    def init_thread(self, threads: int | None) -> None:
+        pass
+
     def encode(self, texts: Sequence[str]) -> Encoded:
         return Encoded([[1] * len(t.split()) for t in texts])
-
-    def iter_planned(
-        self, encoded: Encoded, batch_size: int, *, by_cost: bool = False
-    ) -> Iterator[tuple[list[int], list[list[int]]]]:
-        # A large per-call overhead makes the cost planner fill groups like plan_batches.
-        plan = (
-            plan_batches_by_cost(encoded.lengths, batch_size, 1000.0)
-            if by_cost
-            else plan_batches(encoded.lengths, batch_size)
-        )
-        for idx in plan:
-            yield idx, [encoded.input_ids[i] for i in idx]
 
     def forward_logits(self, batch_ids: Sequence[Sequence[int]]) -> np.ndarray:
         self.forward_batches.append([len(x) for x in batch_ids])
@@ -95,7 +85,7 @@ class FakeModel:
 
 def items(*values: bytes) -> list[Inbound]:
     return [
-        decode_message(FakeMessage(v, _offset=i), InputFormat(), 10_000, NOW)
+        decode_message(FakeMessage(v, _offset=i), InputFormat(), 10_000, NOW, timestamp_ms=None)
         for i, v in enumerate(values)
     ]
 
@@ -105,7 +95,7 @@ def tweet(i: int, text: str) -> bytes:
 
 
 def run_all(batch: Batch, model: FakeModel, batch_size: int = 2) -> list[SentimentOut | DeadLetter]:
-    prepare(batch, model, batch_size)
+    prepare(batch, model.pipeline, model, batch_size)
     infer(batch, model)
     records = build_records(
         batch,
@@ -190,11 +180,12 @@ def test_input_that_breaks_the_model_becomes_one_internal_error() -> None:
 
 def test_a_broken_pipeline_or_model_is_fatal_not_dead_lettered() -> None:
     batch = Batch(seq=1, items=items(tweet(0, "a"), tweet(1, "b")))
+    broken = FakeModel(pipeline=FakePipeline(broken=True))
     with pytest.raises(FatalBatchError):
-        prepare(batch, FakeModel(pipeline=FakePipeline(broken=True)), 4)
+        prepare(batch, broken.pipeline, broken, 4)
     model = FakeModel(broken=True)
     batch = Batch(seq=2, items=items(tweet(0, "a"), tweet(1, "b")))
-    prepare(batch, model, 4)
+    prepare(batch, model.pipeline, model, 4)
     with pytest.raises(FatalBatchError):
         infer(batch, model)
 
@@ -210,20 +201,29 @@ def test_all_dead_letters_batch_needs_no_model() -> None:
 
 
 def test_pipeline_threads_keep_submission_order_and_report_errors() -> None:
+    gate = threading.Event()
+
     def prep(b: Batch) -> Batch:
-        time.sleep(0.02 if b.seq % 2 else 0.0)
+        # Batch 1 is held in preparation until the test saw that batch 2, behind it, did not
+        # overtake it: FIFO is shown by a condition, not by racing sleeps.
+        if b.seq == 1:
+            assert gate.wait(10)
         if b.seq == 3:
             raise ValueError("prep failed")
         return b
 
     def run(b: Batch) -> Batch:
-        time.sleep(0.01 if b.seq % 3 else 0.03)
         return b
 
     pipe = BatchPipeline(prep, run, max_in_flight=2)
     try:
+        pipe.submit(Batch(seq=1, items=[]))
+        pipe.submit(Batch(seq=2, items=[]))
+        assert not pipe.can_accept()
+        assert pipe.poll_done(0.2) is None
+        gate.set()
         done: list[Batch] = []
-        seq = 0
+        seq = 2
         deadline = time.monotonic() + 10
         while len(done) < 6 and time.monotonic() < deadline:
             while seq < 6 and pipe.can_accept():
@@ -236,6 +236,7 @@ def test_pipeline_threads_keep_submission_order_and_report_errors() -> None:
         assert [b.seq for b in done] == [1, 2, 3, 4, 5, 6]
         assert isinstance(done[2].error, ValueError)
         assert all(b.error is None for b in done if b.seq != 3)
+        assert all(b.prep_seconds >= 0.0 for b in done)
         assert pipe.poll_done() is None
     finally:
         pipe.close()

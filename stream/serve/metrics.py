@@ -1,4 +1,4 @@
-"""Prometheus metrics of `serve`, exposed by `ops.http.HealthServer`.
+"""Prometheus metrics of `serve`, exposed by `ops.http.HealthServer` (see `stream.serve.health`).
 
 Each worker has its own `CollectorRegistry` (never the global one) so several workers, e.g. two
 in one test process or serve inside the demo, can run side by side.
