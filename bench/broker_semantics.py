@@ -224,14 +224,19 @@ def markdown(report: dict[str, Any]) -> str:
             lines.append(f"  - transactions: {t['error']}")
         else:
             lines.append(f"  - read_committed: {t['read_committed']}")
-            lines.append(f"  - while a txn was open: {t['read_committed_while_a_transaction_is_open']}")
+            lines.append(
+                f"  - while a txn was open: {t['read_committed_while_a_transaction_is_open']}"
+            )
         w = result["watermarks"]
-        lines.append(f"  - watermarks: {w.get('error') or (w['low'], w['high'])} for {w.get('produced')} records")
+        seen = w.get("error") or (w["low"], w["high"])
+        lines.append(f"  - watermarks: {seen} for {w.get('produced')} records")
         o = result["offsets_for_times"]
         if "error" in o:
             lines.append(f"  - offsets_for_times: {o['error']}")
         else:
-            pairs = ", ".join(f"{k}: {v['offset']} (want {v['expected']})" for k, v in o["cases"].items())
+            pairs = ", ".join(
+                f"{k}: {v['offset']} (want {v['expected']})" for k, v in o["cases"].items()
+            )
             lines.append(f"  - offsets_for_times: {pairs}")
     return "\n".join(lines) + "\n"  # fmt: skip
 

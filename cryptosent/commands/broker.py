@@ -9,6 +9,7 @@ from typing import Any
 
 from cryptosent.common import add_global_args, settings_from_args, stop_on_signals
 from ops.broker import ENGINES, make_broker
+from ops.broker.kafka_jars import ensure_jars
 from ops.kafka import create_topics
 from ops.settings import KafkaSettings
 
@@ -36,6 +37,12 @@ def register(sub: Any) -> None:
         "removed on exit)",
     )
     p.add_argument(
+        "--fetch-only",
+        action="store_true",
+        help="apache-kafka: fetch the broker's jars into the cache (if missing), print their "
+        "classpath and exit; CI runs this once to warm the cache",
+    )
+    p.add_argument(
         "--create-topics",
         action="store_true",
         help="create the configured input/output/dead-letter/alerts topics once it is up",
@@ -45,6 +52,10 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
+    if args.fetch_only:
+        ak = settings.broker.apache_kafka
+        print(ensure_jars(ak.version, ak.cache_dir), flush=True)
+        return 0
     stop = stop_on_signals("raise")
     broker = make_broker(settings.broker)
     broker.start()

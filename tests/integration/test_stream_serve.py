@@ -18,6 +18,7 @@ from schemas.messages import DeadLetter, DeadLetterKind, Label, SentimentOut, Sk
 from stream.inference import SentimentModel, load_model
 from stream.replay import replay
 from stream.tail import tail
+from tests.integration.conftest import TANSU_READ_COMMITTED
 from tests.integration.stream_helpers import (
     Reader,
     WorkerThread,
@@ -271,6 +272,7 @@ class _FailFirstCommit:
         return self._real.commit_transaction(*args)
 
 
+@pytest.mark.broker_limitation("embedded", TANSU_READ_COMMITTED)
 def test_exactly_once_abort_rewinds_and_loses_nothing(
     kafka_settings: KafkaSettings, make_topic: Callable[..., str], model: SentimentModel
 ) -> None:
@@ -306,9 +308,7 @@ def test_exactly_once_abort_rewinds_and_loses_nothing(
     reader.until(60, 20)
     reader.settle(1.0)
     duplicates = check_one_per_input(reader, sources, allow_duplicates=True)
-    # On Kafka this is 0. Tansu does not filter ABORTED transactions from read_committed
-    # readers, so the aborted batch's records (at most one micro-batch) show up a second time.
-    assert duplicates <= 10
+    assert duplicates == 0
     reader.close()
 
 
