@@ -110,7 +110,7 @@ def test_apache_kafka_restart_on_the_same_data_dir_keeps_the_log(
     broker.start()
     try:
         topic = f"restart-{uuid.uuid4().hex[:8]}"
-        create_topics(KafkaSettings(bootstrap_servers=broker.bootstrap), [topic])
+        create_topics(KafkaSettings(bootstrap_servers=broker.bootstrap), [topic], partitions=1)
         producer = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all"})
         for i in range(25):
             producer.produce(topic, value=str(i).encode())
