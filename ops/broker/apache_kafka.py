@@ -96,6 +96,10 @@ def jvm_args(heap_mb: int, log4j_config: Path, log_dir: Path) -> list[str]:
         # Fewer GC threads than G1 on a 2-core box shared with the tests; pauses are small at
         # this heap size.
         "-XX:+UseSerialGC",
+        # C1 only: on a 2-core box shared with the tests, C2's compile threads roughly doubled
+        # the time to ready (median of 4 starts: 19 s -> 11 s under load) and keep competing for
+        # CPU afterwards; a test broker never runs long enough for C2 to pay that back.
+        "-XX:TieredStopAtLevel=1",
         "-XX:+ExitOnOutOfMemoryError",
         "-Djava.awt.headless=true",
         f"-Dlog4j2.configurationFile={log4j_config}",
@@ -161,6 +165,7 @@ class ApacheKafkaBroker:
         started = time.monotonic()
         if not (work / "data" / "meta.properties").is_file():
             self._format(base, config)
+        formatted = time.monotonic()
         self._stdout = (logs / "stdout.log").open("ab")
         self._proc = subprocess.Popen(
             [*base, "kafka.Kafka", str(config)],
@@ -177,6 +182,7 @@ class ApacheKafkaBroker:
             bootstrap=self.bootstrap,
             pid=self._proc.pid,
             seconds=round(time.monotonic() - started, 1),
+            format_s=round(formatted - started, 1),
             log=str(self.log_path),
         )
         return self
