@@ -57,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
         print(ensure_jars(ak.version, ak.cache_dir), flush=True)
         return 0
     stop = stop_on_signals("raise")
-    broker = make_broker(settings.broker)
+    # A kill -9 of this wrapper (the chaos suite does that) must not orphan the broker.
+    broker = make_broker(settings.broker, die_with_parent=True)
     broker.start()
     try:
         if args.create_topics:

@@ -59,8 +59,9 @@ class Broker(Protocol):
     def wait(self) -> int: ...
 
 
-def make_broker(settings: BrokerSettings) -> Broker:
-    """A broker for `settings.engine`, not yet started."""
+def make_broker(settings: BrokerSettings, *, die_with_parent: bool = False) -> Broker:
+    """A broker for `settings.engine`, not yet started. `die_with_parent`: the broker gets
+    SIGTERM when this process dies, even by kill -9 (for a process that only wraps a broker)."""
     if settings.engine == "apache-kafka":
         ak = settings.apache_kafka
         return ApacheKafkaBroker(
@@ -71,6 +72,7 @@ def make_broker(settings: BrokerSettings) -> Broker:
             data_dir=settings.data_dir,
             heap_mb=ak.heap_mb,
             startup_timeout_s=ak.startup_timeout_s,
+            die_with_parent=die_with_parent,
         )
     if settings.data_dir is not None:
         raise UserError(
@@ -82,6 +84,7 @@ def make_broker(settings: BrokerSettings) -> Broker:
         port=settings.port,
         binary=settings.binary,
         startup_timeout_s=settings.startup_timeout_s,
+        die_with_parent=die_with_parent,
     )
 
 

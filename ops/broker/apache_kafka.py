@@ -22,7 +22,7 @@ from types import TracebackType
 from typing import IO
 
 from ops.broker.kafka_jars import ensure_jars, require_java
-from ops.broker.ports import free_port, port_open
+from ops.broker.ports import die_with_parent_prefix, free_port, port_open
 from ops.errors import UserError
 from ops.logging import get_logger
 
@@ -120,6 +120,8 @@ class ApacheKafkaBroker:
     heap_mb: int = 512
     startup_timeout_s: float = 120.0
     controller_port: int = 0
+    # SIGTERM the broker when the process that started it dies (see die_with_parent_prefix).
+    die_with_parent: bool = False
     engine = "apache-kafka"
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _workdir: Path | None = field(default=None, init=False, repr=False)
@@ -166,9 +168,10 @@ class ApacheKafkaBroker:
         if not (work / "data" / "meta.properties").is_file():
             self._format(base, config)
         formatted = time.monotonic()
+        guard = die_with_parent_prefix() if self.die_with_parent else []
         self._stdout = (logs / "stdout.log").open("ab")
         self._proc = subprocess.Popen(
-            [*base, "kafka.Kafka", str(config)],
+            [*guard, *base, "kafka.Kafka", str(config)],
             stdout=self._stdout,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

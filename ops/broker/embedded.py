@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from ops.broker.ports import free_port, port_open
+from ops.broker.ports import die_with_parent_prefix, free_port, port_open
 from ops.errors import UserError
 from ops.logging import get_logger
 
@@ -48,6 +48,8 @@ class EmbeddedBroker:
     binary: Path | None = None
     startup_timeout_s: float = 15.0
     log_path: Path | None = None
+    # SIGTERM the broker when the process that started it dies (see die_with_parent_prefix).
+    die_with_parent: bool = False
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _log_file: object | None = field(default=None, init=False, repr=False)
     engine = "embedded"
@@ -80,8 +82,10 @@ class EmbeddedBroker:
             self.log_path = Path(name)
         log_file = self.log_path.open("ab")
         self._log_file = log_file
+        guard = die_with_parent_prefix() if self.die_with_parent else []
         self._proc = subprocess.Popen(
             [
+                *guard,
                 str(binary),
                 "broker",
                 "--listener-url",

@@ -18,3 +18,16 @@ def port_open(host: str, port: int, timeout: float = 0.2) -> bool:
             return True
     except OSError:
         return False
+
+
+def die_with_parent_prefix() -> list[str]:
+    """A command prefix that makes the child get SIGTERM when its parent dies (Linux
+    PR_SET_PDEATHSIG via util-linux `setpriv`, which then execs the real command, so the pid stays
+    the broker's). For `cryptosent broker`: a kill -9 of the CLI must not leave the broker running
+    on its port. Linux ties this to the starting *thread*, so library callers that may start a
+    broker from a short-lived thread do not ask for it. Empty when setpriv is missing."""
+    import shutil
+
+    # util-linux puts it in /usr/bin: also found under a PATH trimmed to hide java.
+    found = shutil.which("setpriv") or shutil.which("setpriv", path="/usr/bin:/bin")
+    return [found, "--pdeathsig", "TERM"] if found else []

@@ -42,21 +42,34 @@ def _read_line(proc: subprocess.Popen[str], timeout: float) -> str:
     raise AssertionError(f"no address from `cryptosent broker` (rc={proc.poll()})")
 
 
-def test_cli_broker_answers_metadata_and_stops_cleanly_on_sigterm(
-    broker_engine: str, tmp_path: Path
-) -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    if broker_engine == "embedded":
+def _start_cli(engine: str, tmp_path: Path) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CRYPTOSENT_LOG_FORMAT": "json"}
+    if engine == "embedded":
         # The embedded broker never needs Java: no java on this PATH.
         env["PATH"] = str(tmp_path / "no-java")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cryptosent", "broker", "--engine", broker_engine],
+    return subprocess.Popen(
+        [sys.executable, "-m", "cryptosent", "broker", "--engine", engine],
         cwd=ROOT,
-        env={**env, "CRYPTOSENT_LOG_FORMAT": "json"},
+        env=env,
         stdout=subprocess.PIPE,
         stderr=(tmp_path / "stderr.log").open("w"),
         text=True,
     )
+
+
+def _alive(pid: int) -> bool:
+    """Running, and not a zombie nobody reaped (an orphan's new parent may never wait)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_cli_broker_answers_metadata_and_stops_cleanly_on_sigterm(
+    broker_engine: str, tmp_path: Path
+) -> None:
+    proc = _start_cli(broker_engine, tmp_path)
     try:
         bootstrap = _read_line(proc, 180)
         assert re.fullmatch(r"127\.0\.0\.1:\d+", bootstrap), bootstrap
@@ -80,6 +93,25 @@ def test_cli_broker_answers_metadata_and_stops_cleanly_on_sigterm(
         child = started["pid"]
         with pytest.raises(ProcessLookupError):
             os.kill(child, 0)
+
+
+def test_kill_9_of_the_cli_does_not_orphan_the_broker(broker_engine: str, tmp_path: Path) -> None:
+    proc = _start_cli(broker_engine, tmp_path)
+    try:
+        _read_line(proc, 180)
+        events = [json.loads(line) for line in (tmp_path / "stderr.log").read_text().splitlines()]
+        child = next(e for e in events if e["event"] == "broker_started")["pid"]
+        assert _alive(child)
+        proc.kill()
+        proc.wait(10)
+        deadline = time.monotonic() + 60
+        while _alive(child) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(child), f"broker {child} outlived its killed `cryptosent broker`"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
 
 
 def _count(bootstrap: str, topic: str) -> int:
