@@ -2,13 +2,15 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# The CPU wheel (2.13.0) lies on this machine; a bare range would pull a multi-GB CUDA build.
-# GPU users: `make install TORCH=torch` (or a pinned CUDA build).
+# torch==2.13.0 from PyPI is its CUDA build (about 2.6 GB, about 40 s to fetch on the build
+# machines); it runs on the CPU as well, so one pin serves CPU-only and GPU machines alike.
+# Another build: `make install TORCH=...` (e.g. a wheel from download.pytorch.org/whl/cpu).
 TORCH ?= torch==2.13.0
 EXTRAS ?= embedded,dev
 PYTEST_ARGS ?=
 
-.PHONY: install test lint typecheck unit integration demo bench-train bench-stream bench-gpu schemas clean
+.PHONY: install test lint typecheck unit integration integration-embedded integration-kafka \
+	kafka-jars demo bench-train bench-stream bench-gpu bench-broker schemas clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,14 +30,24 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-test: lint typecheck
-	$(BIN)/pytest $(PYTEST_ARGS)
+# The integration suite runs twice: on the embedded broker (Tansu, no Java) and on Apache Kafka
+# (needs java 17+ and mvn; its jars are fetched once into ~/.cache/cryptosent).
+test: lint typecheck unit integration-embedded integration-kafka
 
 unit: install
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
-integration: install
-	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
+integration: integration-embedded
+
+integration-embedded: install
+	$(BIN)/pytest tests/integration --broker embedded $(PYTEST_ARGS)
+
+integration-kafka: install kafka-jars
+	$(BIN)/pytest tests/integration --broker kafka $(PYTEST_ARGS)
+
+# Fetches the Apache Kafka broker's jars with Maven unless cached (a no-op then).
+kafka-jars: install
+	$(BIN)/cryptosent broker --engine apache-kafka --fetch-only
 
 demo: install
 	$(BIN)/cryptosent demo
@@ -48,6 +60,9 @@ bench-train: install
 
 bench-stream: install
 	$(BIN)/python bench/stream_throughput.py
+
+bench-broker: install kafka-jars
+	$(BIN)/python bench/broker_semantics.py
 
 bench-gpu:
 	bash bench/gpu.sh --device cpu --quick

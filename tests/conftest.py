@@ -1,4 +1,4 @@
-"""Shared test helpers."""
+"""Shared test helpers, and the `--broker` option of the integration suite."""
 
 from __future__ import annotations
 
@@ -12,6 +12,29 @@ ROOT = Path(__file__).resolve().parents[1]
 # The read-only data sets live next to the checkout (../shared/data); some machines copy them
 # into it (shared/data).
 SHARED_DATA_DIRS = (ROOT / "shared" / "data", ROOT.parent / "shared" / "data")
+
+
+# The engine the integration suite runs on: `--broker`, else TEST_BROKER, else the embedded one.
+BROKER_ENV = "TEST_BROKER"
+BROKER_CHOICES = ("embedded", "kafka", "apache-kafka")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--broker",
+        choices=BROKER_CHOICES,
+        default=None,
+        help=f"broker engine of the integration suite (default: ${BROKER_ENV} or embedded); "
+        "kafka = Apache Kafka from Maven Central, needs java 17+ and mvn",
+    )
+
+
+def broker_engine_of(config: pytest.Config) -> str:
+    """`embedded` or `apache-kafka`, the names `ops.broker.start_broker` takes."""
+    chosen = config.getoption("--broker") or os.environ.get(BROKER_ENV) or "embedded"
+    if chosen not in BROKER_CHOICES:
+        raise pytest.UsageError(f"{BROKER_ENV}={chosen!r}: expected one of {BROKER_CHOICES}")
+    return "apache-kafka" if chosen == "kafka" else chosen
 
 
 def shared_data_path(name: str) -> Path:

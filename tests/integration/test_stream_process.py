@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from ops.settings import KafkaSettings
+from tests.integration.conftest import TANSU_READ_COMMITTED
 from tests.integration.stream_helpers import (
     ROOT,
     Reader,
@@ -118,6 +119,7 @@ def test_kill_9_then_restart_loses_nothing_at_least_once(
     print(f"at-least-once crash: {duplicates} duplicate outputs")
 
 
+@pytest.mark.broker_limitation("embedded", TANSU_READ_COMMITTED)
 def test_exactly_once_kill_9_then_restart_has_no_duplicates(
     artifact: Path, kafka_settings: KafkaSettings, make_topic: Callable[..., str]
 ) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -15,25 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from ops.broker.ports import die_with_parent_prefix, free_port, port_open
 from ops.errors import UserError
 from ops.logging import get_logger
 
 log = get_logger(__name__)
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def port_open(host: str, port: int, timeout: float = 0.2) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 def resolve_binary(explicit: Path | None = None) -> Path:
@@ -63,8 +48,11 @@ class EmbeddedBroker:
     binary: Path | None = None
     startup_timeout_s: float = 15.0
     log_path: Path | None = None
+    # SIGTERM the broker when the process that started it dies (see die_with_parent_prefix).
+    die_with_parent: bool = False
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _log_file: object | None = field(default=None, init=False, repr=False)
+    engine = "embedded"
 
     @property
     def bootstrap(self) -> str:
@@ -73,6 +61,10 @@ class EmbeddedBroker:
     @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._proc is None else self._proc.pid
 
     def start(self) -> EmbeddedBroker:
         binary = resolve_binary(self.binary)
@@ -90,8 +82,10 @@ class EmbeddedBroker:
             self.log_path = Path(name)
         log_file = self.log_path.open("ab")
         self._log_file = log_file
+        guard = die_with_parent_prefix() if self.die_with_parent else []
         self._proc = subprocess.Popen(
             [
+                *guard,
                 str(binary),
                 "broker",
                 "--listener-url",
