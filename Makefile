@@ -9,7 +9,7 @@ TORCH ?= torch==2.13.0
 EXTRAS ?= embedded,dev
 PYTEST_ARGS ?=
 
-.PHONY: install test lint typecheck unit integration integration-embedded integration-kafka \
+.PHONY: install test lint typecheck offline unit integration integration-embedded integration-kafka \
 	kafka-jars demo bench-train bench-stream bench-gpu bench-broker schemas clean
 
 $(BIN)/python:
@@ -32,7 +32,12 @@ typecheck: install
 
 # The integration suite runs twice: on the embedded broker (Tansu, no Java) and on Apache Kafka
 # (needs java 17+ and mvn; its jars are fetched once into ~/.cache/cryptosent).
-test: lint typecheck unit integration-embedded integration-kafka
+# Everything but the broker suite first (unit, deploy manifests, slow training tests), then the
+# broker suite on each engine.
+test: lint typecheck offline integration-embedded integration-kafka
+
+offline: install
+	$(BIN)/pytest tests --ignore=tests/integration $(PYTEST_ARGS)
 
 unit: install
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
