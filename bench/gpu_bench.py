@@ -679,12 +679,14 @@ def step_training(ctx: Context) -> dict[str, Any]:
     from stream.inference import resolve_dtype
 
     try:
-        from trainer.loop import measure_throughput
+        from trainer.throughput import measure_throughput
 
-        source = "trainer.loop.measure_throughput (the trainer's own batch_order + train_step)"
+        source = (
+            "trainer.throughput.measure_throughput (the trainer's own batch_order + train_step)"
+        )
     except ImportError as exc:  # keep the step alive if the trainer moves; say so in the JSON
         measure_throughput = _local_measure_throughput
-        source = f"local equivalent (trainer.loop not importable: {exc})"
+        source = f"local equivalent (trainer.throughput not importable: {exc})"
     sizes = ctx.sizes
     rng = ctx.rng(2)
     ids = ctx.inputs.take(sizes.train_pool, rng)

@@ -148,10 +148,11 @@ def train(settings: Settings, csv: Path, *, progress: bool = True) -> TrainOutco
     check_output_dir(out, cfg.overwrite)
 
     import torch
+    from transformers import set_seed
 
     from stream.inference import resolve_device, resolve_dtype
     from trainer.base_model import load_base_model, resolve_base_model
-    from trainer.loop import default_learning_rate, fit, set_seed
+    from trainer.loop import default_learning_rate, fit
 
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)

@@ -81,7 +81,7 @@ def test_serve_batches_stay_inside_micro_batches() -> None:
 
 
 def test_length_grouping_cuts_training_padding(table: gb.LengthTable) -> None:
-    loop = pytest.importorskip("trainer.loop")
+    loop = pytest.importorskip("trainer.batching")
     rng = np.random.default_rng(3)
     lengths = gb.sample_lengths(table, 5000, rng).tolist()
     pool = [[0] * n for n in lengths]
