@@ -10,7 +10,7 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["MEGABATCH_FACTOR", "batch_order", "class_weights", "collate"]
+__all__ = ["MEGABATCH_FACTOR", "batch_order", "class_weights", "collate", "source_weights"]
 
 # Length grouping sorts within windows of this many batches: wide enough that neighbours in a
 # batch have similar lengths, narrow enough that batch composition still varies across epochs.
@@ -59,3 +59,14 @@ def collate(
         input_ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
         attention[row, : len(seq)] = 1
     return {"input_ids": input_ids, "attention_mask": attention}
+
+
+def source_weights(groups: Sequence[int]) -> np.ndarray:
+    """Per-row weights n / (k * n_source): each of the k sources weighs the same in the loss,
+    whatever its size (sklearn's 'balanced' formula, over sources instead of classes)."""
+    g = np.asarray(groups, dtype=np.int64)
+    present, counts = np.unique(g, return_counts=True)
+    per_source = dict(
+        zip(present.tolist(), (len(g) / (len(present) * counts)).tolist(), strict=True)
+    )
+    return np.array([per_source[int(k)] for k in g], dtype=np.float64)

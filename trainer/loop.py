@@ -20,7 +20,7 @@ import numpy as np
 
 from ops.settings import TrainSettings
 from stream.core.planning import plan_batches
-from trainer.batching import batch_order, class_weights, collate
+from trainer.batching import batch_order, class_weights, collate, source_weights
 
 if TYPE_CHECKING:
     import torch
@@ -45,6 +45,7 @@ class Optimization:
     scaler: Any  # torch.amp.GradScaler when training in fp16, else None
     loss_weight: torch.Tensor | None
     max_grad_norm: float
+    label_smoothing: float = 0.0
 
 
 def make_optimization(
@@ -89,7 +90,9 @@ def make_optimization(
         if cfg.class_weighted_loss
         else None
     )
-    return Optimization(optimizer, scheduler, scaler, weight, cfg.max_grad_norm)
+    return Optimization(
+        optimizer, scheduler, scaler, weight, cfg.max_grad_norm, cfg.label_smoothing
+    )
 
 
 def train_step(
@@ -100,8 +103,12 @@ def train_step(
     opt: Optimization,
     device: torch.device,
     autocast_dtype: torch.dtype | None,
+    sample_weight: torch.Tensor | None = None,
 ) -> float:
-    """One optimizer step; returns the (weighted) loss. Shared by training and the benchmark."""
+    """One optimizer step; returns the (weighted) loss. Shared by training and the benchmark.
+
+    `sample_weight` (source balancing) multiplies each row's loss on top of its class weight; the
+    batch loss is then the weighted mean, as cross_entropy's own `weight` gives."""
     import torch
     from torch.nn import functional as nnf
 
@@ -113,7 +120,19 @@ def train_step(
         logits = model(**moved).logits
     # The loss in fp32 whatever the autocast dtype; the weights are the point of this line (the
     # notebook computed class weights and never passed them to the loss).
-    loss = nnf.cross_entropy(logits.float(), labels, weight=opt.loss_weight)
+    smoothing = opt.label_smoothing
+    if sample_weight is None:
+        loss = nnf.cross_entropy(
+            logits.float(), labels, weight=opt.loss_weight, label_smoothing=smoothing
+        )
+    else:
+        per_row = nnf.cross_entropy(
+            logits.float(), labels, reduction="none", label_smoothing=smoothing
+        )
+        w = sample_weight.to(device, non_blocking=True)
+        if opt.loss_weight is not None:
+            w = w * opt.loss_weight[labels]
+        loss = (per_row * w).sum() / w.sum()
     opt.optimizer.zero_grad(set_to_none=True)
     if opt.scaler is not None:
         opt.scaler.scale(loss).backward()
@@ -138,8 +157,10 @@ def validate(
     batch_size: int,
     device: torch.device,
     autocast_dtype: torch.dtype | None,
+    groups: Sequence[int] | None = None,
 ) -> dict[str, float]:
-    """Validation loss (unweighted), accuracy and F1s of the in-memory model."""
+    """Validation loss (unweighted), accuracy and F1s of the in-memory model; with `groups` (the
+    source of each row) also each source's macro-F1 and their mean."""
     import torch
     from sklearn.metrics import accuracy_score, f1_score
     from torch.nn import functional as nnf
@@ -157,12 +178,21 @@ def validate(
             logits[idx] = out.float().cpu().numpy()
     loss = float(nnf.cross_entropy(torch.from_numpy(logits), torch.from_numpy(y)))
     pred = logits.argmax(axis=1)
-    return {
+    out = {
         "val_loss": round(loss, 6),
         "val_accuracy": round(float(accuracy_score(y, pred)), 6),
         "val_macro_f1": round(float(f1_score(y, pred, average="macro", zero_division=0)), 6),
         "val_weighted_f1": round(float(f1_score(y, pred, average="weighted", zero_division=0)), 6),
     }
+    if groups is not None and len(set(groups)) > 1:
+        g = np.asarray(groups)
+        per_source = [
+            float(f1_score(y[g == k], pred[g == k], average="macro", zero_division=0))
+            for k in sorted(set(groups))
+        ]
+        out.update({f"val_macro_f1_source{k}": round(v, 6) for k, v in enumerate(per_source)})
+        out["val_mean_source_macro_f1"] = round(float(np.mean(per_source)), 6)
+    return out
 
 
 @dataclass
@@ -203,10 +233,16 @@ def fit(
     autocast_dtype: torch.dtype | None,
     log: LogFn,
     progress: bool = True,
+    train_groups: Sequence[int] | None = None,
+    val_groups: Sequence[int] | None = None,
 ) -> FitResult:
     """Train, validate `evals_per_epoch` times an epoch, keep the best state by validation
     macro-F1 (validation loss breaks ties), stop after `early_stopping_patience` evaluations
-    without improvement (0 disables early stopping)."""
+    without improvement (0 disables early stopping).
+
+    With several sources (`*_groups`: the source of each row) "best" is the mean of the
+    per-source validation macro-F1s, so a model that does well on the large source only does
+    not win; `cfg.source_balance == "weight"` weights each row's loss by n / (k * n_source)."""
     import torch
     from tqdm.auto import tqdm
 
@@ -217,6 +253,16 @@ def fit(
     points = eval_points(steps_per_epoch, cfg.evals_per_epoch)
     lengths = [len(x) for x in train_ids]
     labels_t = torch.tensor(list(train_labels), dtype=torch.long)
+    row_weight = (
+        torch.tensor(source_weights(train_groups), dtype=torch.float32)
+        if cfg.source_balance == "weight" and train_groups is not None
+        else None
+    )
+    select = (
+        "val_mean_source_macro_f1"
+        if val_groups is not None and len(set(val_groups)) > 1
+        else "val_macro_f1"
+    )
     opt = make_optimization(
         model,
         cfg,
@@ -247,8 +293,9 @@ def fit(
             batch_size=cfg.eval_batch_size,
             device=device,
             autocast_dtype=autocast_dtype,
+            groups=val_groups,
         )
-        key = (metrics["val_macro_f1"], -metrics["val_loss"])
+        key = (metrics[select], -metrics["val_loss"])
         improved = best_key is None or key > best_key
         record = {
             "type": "eval",
@@ -299,6 +346,7 @@ def fit(
                     opt=opt,
                     device=device,
                     autocast_dtype=autocast_dtype,
+                    sample_weight=None if row_weight is None else row_weight[idx],
                 )
                 dt = time.perf_counter() - t0
                 busy += dt
@@ -329,8 +377,7 @@ def fit(
             epoch_bar.update(1)
             if evals:
                 epoch_bar.set_postfix(
-                    val_macro_f1=f"{evals[-1]['val_macro_f1']:.4f}",
-                    best=f"{best.get('val_macro_f1', 0.0):.4f}",
+                    val=f"{evals[-1][select]:.4f}", best=f"{best.get(select, 0.0):.4f}"
                 )
             if stopped or step >= total_steps:
                 break
