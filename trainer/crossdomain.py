@@ -142,36 +142,66 @@ def per_source_markdown(per_source: dict[str, dict[str, Any]]) -> list[str]:
     return out
 
 
-def cross_domain_models(
-    settings: Settings, data: SplitData, *, progress: bool
-) -> list[dict[str, Any]]:
-    """One fine-tuned model per training set other than "all sources", each written to a
-    temporary artifact, scored through the serving loader on every source's test split, then
-    deleted."""
+def _train_and_score(
+    settings: Settings, data: SplitData, label: str, names: list[str], progress: bool
+) -> dict[str, Any]:
     import tempfile
     from functools import partial
 
     from stream.inference import load_model
     from trainer.train import train_on
 
-    rows: list[dict[str, Any]] = []
-    for label, names in training_sets(data.names)[1:]:
-        with tempfile.TemporaryDirectory(prefix="cryptosent-xdomain-") as tmp:
-            sub_cfg = settings.train.model_copy(update={"out": Path(tmp) / "model"})
-            sub = settings.model_copy(update={"train": sub_cfg})
-            outcome = train_on(sub, data.subset(names), progress=progress)
-            served = load_model(
-                outcome.artifact, device=sub_cfg.device, num_threads=sub_cfg.num_threads
-            )
-            logits_of = partial(served.predict_logits, batch_size=sub_cfg.eval_batch_size)
-            scores = scores_per_source(data, logits_of, served.temperature, names)
-            del served
-        rows.append(
-            {
-                "trained_on": label,
-                "sources": names,
-                "test": scores,
-                "train_seconds": outcome.metrics.get("training", {}).get("train_seconds"),
-            }
+    with tempfile.TemporaryDirectory(prefix="cryptosent-xdomain-") as tmp:
+        sub_cfg = settings.train.model_copy(update={"out": Path(tmp) / "model"})
+        sub = settings.model_copy(update={"train": sub_cfg})
+        outcome = train_on(sub, data.subset(names), progress=progress)
+        served = load_model(
+            outcome.artifact, device=sub_cfg.device, num_threads=sub_cfg.num_threads
         )
-    return rows
+        logits_of = partial(served.predict_logits, batch_size=sub_cfg.eval_batch_size)
+        scores = scores_per_source(data, logits_of, served.temperature, names)
+        del served
+    training = outcome.metrics.get("training") or {}
+    return {
+        "trained_on": label,
+        "sources": names,
+        "test": scores,
+        "best_val_macro_f1": training.get("best_val_macro_f1"),
+        "train_seconds": training.get("train_seconds"),
+    }
+
+
+def cross_domain_models(
+    settings: Settings, data: SplitData, *, progress: bool, workers: int = 1
+) -> Callable[[], list[dict[str, Any]]]:
+    """One fine-tuned model per training set other than "all sources", each written to a
+    temporary artifact, scored through the serving loader on every source's test split, then
+    deleted. Returns a function that gives the rows.
+
+    `workers` > 1 trains them in that many worker processes, started now, while the caller
+    trains the main model; the rows are collected when the function is called. On a shared CPU
+    separate single-threaded processes go further than one process with several threads
+    (measured: 7 samples/s per 1-thread process vs 2.7 for one 2-thread process, 2 busy cores).
+    """
+    sets = training_sets(data.names)[1:]
+    if workers <= 1:
+        rows = [_train_and_score(settings, data, label, names, progress) for label, names in sets]
+        return lambda: rows
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # spawn: a forked copy of a process that has touched torch's thread pools can hang.
+    pool = ProcessPoolExecutor(
+        max_workers=min(workers, len(sets)), mp_context=multiprocessing.get_context("spawn")
+    )
+    futures = [
+        pool.submit(_train_and_score, settings, data, label, names, False) for label, names in sets
+    ]
+
+    def collect() -> list[dict[str, Any]]:
+        try:
+            return [f.result() for f in futures]
+        finally:
+            pool.shutdown(cancel_futures=True)
+
+    return collect

@@ -13,7 +13,7 @@ import os
 import secrets
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,6 +162,7 @@ def train(
     *,
     progress: bool = True,
     cross_domain: bool = False,
+    cross_domain_workers: int = 1,
 ) -> TrainOutcome:
     """Fine-tune per `settings.train` on one CSV or several sources and write the artifact at
     `settings.train.out`. `cross_domain` (several sources only) also fine-tunes one model per
@@ -177,11 +178,13 @@ def train(
     resolve_base_model(cfg.base_model)
     data = load_splits(sources, settings, max_samples=cfg.max_samples)
     _check_trainable(data)
-    models: list[dict[str, Any]] = []
+    models: Callable[[], list[dict[str, Any]]] | None = None
     if cross_domain and len(data.sources) > 1:
         from trainer.crossdomain import cross_domain_models
 
-        models = cross_domain_models(settings, data, progress=progress)
+        models = cross_domain_models(
+            settings, data, progress=progress, workers=cross_domain_workers
+        )
     outcome = train_on(settings, data, progress=progress, cross_domain_models=models)
     outcome.seconds = round(time.perf_counter() - started, 3)
     return outcome
@@ -192,7 +195,7 @@ def train_on(
     data: SplitData,
     *,
     progress: bool,
-    cross_domain_models: list[dict[str, Any]] | None = None,
+    cross_domain_models: Callable[[], list[dict[str, Any]]] | None = None,
 ) -> TrainOutcome:
     """Fine-tune on prepared data and write the artifact (the work of `train`)."""
     started = time.perf_counter()
@@ -317,7 +320,12 @@ def train_on(
             else "validation macro-F1",
         }
         meta, metrics = evaluate_trained(
-            tmp, meta, data, settings, training=training, cross_domain_models=cross_domain_models
+            tmp,
+            meta,
+            data,
+            settings,
+            training=training,
+            cross_domain_models=cross_domain_models() if cross_domain_models else None,
         )
         write_meta(tmp, meta)
     return TrainOutcome(

@@ -118,6 +118,13 @@ def register(sub: Any) -> None:
         "(as many extra trainings as there are such sets)",
     )
     t.add_argument(
+        "--cross-domain-workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="train the --cross-domain models in N worker processes, alongside the main one",
+    )
+    t.add_argument(
         "--no-group-by-length",
         dest="train.group_by_length",
         action="store_const",
@@ -175,7 +182,11 @@ def run(args: argparse.Namespace) -> int:
     settings.train = apply_profile(settings.train, explicit)
     with _sigterm_as_exit():
         outcome = train(
-            settings, specs, progress=not args.no_progress, cross_domain=args.cross_domain
+            settings,
+            specs,
+            progress=not args.no_progress,
+            cross_domain=args.cross_domain,
+            cross_domain_workers=args.cross_domain_workers,
         )
     test = outcome.meta.metrics.get("test", {})
     base = outcome.meta.metrics.get("baseline_test", {})
