@@ -204,4 +204,11 @@ def cross_domain_models(
         finally:
             pool.shutdown(cancel_futures=True)
 
+    def cancel() -> None:
+        # The main model failed or was stopped: end the workers now, not after their runs.
+        for proc in list(getattr(pool, "_processes", {}).values()):
+            proc.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+
+    collect.cancel = cancel  # type: ignore[attr-defined]
     return collect

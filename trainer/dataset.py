@@ -88,7 +88,12 @@ class SplitData:
     def rows(self) -> dict[str, int]:
         if len(self.sources) == 1:
             return dict(self.sources[0].rows)
-        return {f"{s.name}.{k}": v for s in self.sources for k, v in s.rows.items()}
+        out = {
+            key: sum(s.rows.get(key, 0) for s in self.sources)
+            for key in ("raw_rows", "kept", "kept_negative", "kept_positive")
+        }
+        out.update({f"{s.name}.{k}": v for s in self.sources for k, v in s.rows.items()})
+        return out
 
     @property
     def drop_table(self) -> list[dict[str, Any]]:

@@ -185,7 +185,13 @@ def train(
         models = cross_domain_models(
             settings, data, progress=progress, workers=cross_domain_workers
         )
-    outcome = train_on(settings, data, progress=progress, cross_domain_models=models)
+    try:
+        outcome = train_on(settings, data, progress=progress, cross_domain_models=models)
+    except BaseException:
+        cancel = getattr(models, "cancel", None)
+        if cancel is not None:
+            cancel()
+        raise
     outcome.seconds = round(time.perf_counter() - started, 3)
     return outcome
 
@@ -307,6 +313,7 @@ def train_on(
             "best_step": result.best.get("step"),
             "best_val_macro_f1": result.best.get("val_macro_f1"),
             "best_val_loss": result.best.get("val_loss"),
+            "best_val_mean_source_macro_f1": result.best.get("val_mean_source_macro_f1"),
             "train_seconds": result.train_seconds,
             "train_samples_per_s": result.samples_per_s,
             "learning_rate": cfg.learning_rate,

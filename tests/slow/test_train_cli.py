@@ -213,3 +213,47 @@ def test_existing_output_is_refused_then_overwritten_reproducibly(
     assert after.data == before.data
     assert after.metrics == before.metrics
     assert after.temperature == before.temperature
+
+
+# -- several sources ------------------------------------------------------------------------------
+
+
+def test_two_sources_train_with_per_source_and_cross_domain_reports(
+    tmp_path: Path, tiny_base: Path
+) -> None:
+    other = tmp_path / "other.csv"
+    lines = ["body,mood"]
+    for i in range(60):
+        word, mood = ("soaring", "Bullish") if i % 2 else ("sinking", "Bearish")
+        lines.append(f'"market note {i}: shares {word} after the report",{mood}')
+    other.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / "multi"
+    args = train_args(tiny_base, out, "--source-balance", "weight", "--label-smoothing", "0.1")
+    args[args.index("--csv") + 1] = f"{FIXTURE}:name=st"
+    args[1:1] = ["--csv", f"{other}:text=body,label=mood,map=Bullish=Positive;Bearish=Negative"]
+    assert main([*args, "--cross-domain", "--cross-domain-workers", "2"]) == 0
+
+    meta = read_meta(out)
+    assert meta.data is not None
+    assert meta.data.csv_name == f"other.csv+{FIXTURE.name}"
+    assert meta.metrics["per_source"].keys() == {"other", "st"}
+    assert [s["name"] for s in meta.train_options["sources"]] == ["other", "st"]
+    metrics = json.loads((out / "report" / "metrics.json").read_text(encoding="utf-8"))
+    cross = metrics["cross_domain"]
+    assert cross["sources"] == ["other", "st"]
+    trained = [r["trained_on"] for r in cross["model"]]
+    assert trained == ["all sources", "only st", "only other"]
+    assert [r["trained_on"] for r in cross["baseline"]] == trained
+    held_out = cross["model"][1]["test"]["other"]
+    assert held_out["held_out"] is True
+    assert 0.0 <= held_out["macro_f1"] <= 1.0
+    assert metrics["training"]["source_balance"] == "weight"
+    text = (out / "report" / "report.md").read_text(encoding="utf-8")
+    assert "## Cross-domain" in text
+    assert "## Per source" in text
+    evals = [
+        json.loads(line)
+        for line in (out / "train_log.jsonl").read_text(encoding="utf-8").splitlines()
+        if '"eval"' in line
+    ]
+    assert all("val_mean_source_macro_f1" in e for e in evals)

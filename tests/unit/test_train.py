@@ -100,3 +100,21 @@ def test_default_learning_rate_by_model_size() -> None:
 
     assert default_learning_rate(384) == 1e-4  # MiniLM: the notebook's rate suits it
     assert default_learning_rate(768) == 3e-5  # bert-base: 1e-4 is too high
+
+
+def test_bad_source_option_is_one_error_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["train", "--csv", f"{tmp_path}/a.csv:colour=red", "--out", str(tmp_path / "o")])
+    assert code == 2
+    assert "colour=red" in one_error_line(capsys)
+
+
+def test_every_source_must_exist(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    here = tmp_path / "here.csv"
+    here.write_text(HEADER, encoding="utf-8")
+    missing = tmp_path / "missing.csv"
+    args = ["train", "--csv", str(here), "--csv", f"{missing}:name=m", "--out", str(tmp_path / "o")]
+    assert main(args) == 2
+    assert "missing.csv" in one_error_line(capsys)
+    assert not (tmp_path / "o").exists()
