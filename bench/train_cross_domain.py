@@ -138,7 +138,9 @@ def markdown(x: dict[str, Any]) -> str:
         "## Multi-source training and cross-domain matrix",
         "",
         f"- date: {x['date']}; command: `{x.get('command', 'n/a')}`",
-        f"- sources: {', '.join(names)}; options: lr {x['options']['learning_rate']}, epochs "
+        f"- sources: {', '.join(names)}; rows: max_samples {x['options']['max_samples']} "
+        f"(train/val/test {x['rows'].get('train')}/{x['rows'].get('val')}/{x['rows'].get('test')})"
+        f"; options: lr {x['options']['learning_rate']}, epochs "
         f"{x['options']['epochs']}, batch {x['options']['batch_size']}, max_length "
         f"{x['options']['max_length']}, source_balance {x['options']['source_balance']}, "
         f"label_smoothing {x['options']['label_smoothing']}; checkpoint on mean per-source "

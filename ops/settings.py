@@ -223,8 +223,9 @@ class TrainSettings(_Section):
     early_stopping_patience: int = Field(default=2, ge=0)
     evals_per_epoch: int = Field(default=1, ge=1)
     class_weighted_loss: bool = True
-    # Several sources: "weight" scales each row's loss so every source counts as much in total.
-    source_balance: Literal["none", "weight"] = "none"
+    # Several sources: "weight" scales each row's loss so every source counts as much in total
+    # (no effect with one source). Chosen on validation: docs/training.md, "Several sources".
+    source_balance: Literal["none", "weight"] = "weight"
     label_smoothing: float = Field(default=0.0, ge=0.0, lt=0.5)
     group_by_length: bool = True
     max_samples: int | None = Field(default=None, ge=10)

@@ -255,7 +255,9 @@ def fit(
     labels_t = torch.tensor(list(train_labels), dtype=torch.long)
     row_weight = (
         torch.tensor(source_weights(train_groups), dtype=torch.float32)
-        if cfg.source_balance == "weight" and train_groups is not None
+        if cfg.source_balance == "weight"
+        and train_groups is not None
+        and len(set(train_groups)) > 1
         else None
     )
     select = (
