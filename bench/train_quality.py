@@ -80,10 +80,11 @@ def token_lengths(tokenizer: Any, texts: list[str]) -> dict[str, Any]:
 def throughput(settings: Settings, csv: Path, steps: int, batch_size: int) -> dict[str, Any]:
     """Same base model, same rows, same seed; only padding/grouping differ."""
     import torch
+    from transformers import set_seed
 
     from stream.inference import resolve_device, resolve_dtype
     from trainer.base_model import load_base_model, resolve_base_model
-    from trainer.loop import Padding, measure_throughput, set_seed
+    from trainer.throughput import Padding, measure_throughput
 
     cfg = settings.train.model_copy(update={"max_length": 128, "batch_size": batch_size})
     device = resolve_device(cfg.device)

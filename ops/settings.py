@@ -170,7 +170,8 @@ class DataSettings(_Section):
 
 class TrainSettings(_Section):
     base_model: str = "minilm"
-    profile: Literal["full", "quick"] = "full"
+    # "seed": the original notebook's recipe (bert-base-uncased, lr 1e-4, batch 25, 3 epochs).
+    profile: Literal["full", "quick", "seed"] = "full"
     epochs: float = Field(default=3.0, gt=0)
     batch_size: int = Field(default=25, ge=1)
     eval_batch_size: int = Field(default=64, ge=1)
@@ -183,6 +184,10 @@ class TrainSettings(_Section):
     early_stopping_patience: int = Field(default=2, ge=0)
     evals_per_epoch: int = Field(default=1, ge=1)
     class_weighted_loss: bool = True
+    # Several sources: "weight" scales each row's loss so every source counts as much in total
+    # (no effect with one source). Chosen on validation: docs/training.md, "Several sources".
+    source_balance: Literal["none", "weight"] = "weight"
+    label_smoothing: float = Field(default=0.0, ge=0.0, lt=0.5)
     group_by_length: bool = True
     max_samples: int | None = Field(default=None, ge=10)
     seed: int = 42

@@ -57,6 +57,9 @@ STEP_LABELS: dict[str, str] = {
     SkipReason.EMPTY_AFTER_CLEANING.value: "empty after cleaning",
     "duplicate": "duplicates after cleaning",
     "conflicting_labels": "conflicting labels (all copies)",
+    # Only with several sources (trainer.sources).
+    "duplicate_across_sources": "duplicates of an earlier source's rows",
+    "conflicting_across_sources": "conflicting labels across sources (all copies)",
     "max_samples": "max_samples subsample",
 }
 

@@ -21,6 +21,7 @@ from stream.artifact import ArtifactMeta
 from stream.inference import load_model
 from trainer.baseline import run_baseline
 from trainer.calibration import fit_temperature
+from trainer.crossdomain import ALL, baseline_matrix
 from trainer.dataset import SplitData, load_all
 from trainer.metrics import classification_metrics, model_metrics
 from trainer.report import ReportData, write_report
@@ -57,6 +58,7 @@ def evaluate_trained(
     settings: Settings,
     *,
     training: dict[str, Any] | None = None,
+    cross_domain_models: list[dict[str, Any]] | None = None,
 ) -> tuple[ArtifactMeta, dict[str, Any]]:
     """Score a freshly written artifact on the test split and write `<artifact>/report/`.
 
@@ -75,6 +77,18 @@ def evaluate_trained(
     test_metrics = model_metrics(test_y, test_logits, temperature)
     val_metrics = model_metrics(val_y, val_logits, temperature)
     baseline = run_baseline(data.train, data.val, data.test, seed=cfg.seed)
+    extra: dict[str, Any] = {"validation": _summary(val_metrics)}
+    if len(data.sources) > 1:
+        extra.update(
+            _multi_source(
+                data,
+                test_logits,
+                baseline.test_probs,
+                temperature,
+                seed=cfg.seed,
+                models=cross_domain_models or [],
+            )
+        )
 
     dataset = {
         "csv_name": data.csv_name,
@@ -99,7 +113,7 @@ def evaluate_trained(
             baseline=baseline.metrics,
             baseline_probs=baseline.test_probs,
             training=training,
-            extra={"validation": _summary(val_metrics)},
+            extra=extra,
         ),
     )
     summary = {
@@ -109,8 +123,58 @@ def evaluate_trained(
         "validation": _summary(val_metrics),
         "majority_class_accuracy": payload["majority_class_accuracy"],
     }
+    if "per_source" in extra:
+        summary["per_source"] = extra["per_source"]
     updated = meta.model_copy(update={"temperature": temperature, "metrics": summary})
     return updated, payload
+
+
+def _multi_source(
+    data: SplitData,
+    test_logits: np.ndarray,
+    baseline_probs: np.ndarray,
+    temperature: float,
+    *,
+    seed: int,
+    models: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """Each source's test figures, and the cross-domain matrix: the baseline's rows always,
+    the fine-tuned model's "all sources" row from this model, other rows from `models`."""
+    per_source: dict[str, dict[str, Any]] = {}
+    groups = np.asarray(data.test_groups)
+    for k, source in enumerate(data.sources):
+        y = _labels(source.test)
+        m = model_metrics(y, test_logits[groups == k], temperature)
+        per_source[source.name] = {
+            "n": m["n"],
+            "macro_f1": m["macro_f1"],
+            "accuracy": m["accuracy"],
+            "ece_before": m["calibration"]["ece_before"],
+            "ece_after": m["calibration"]["ece_after"],
+            "baseline_macro_f1": classification_metrics(y, baseline_probs[groups == k])["macro_f1"],
+        }
+    own = {
+        "trained_on": ALL,
+        "sources": data.names,
+        "test": {
+            name: {
+                "n": m["n"],
+                "macro_f1": m["macro_f1"],
+                "ece_after": m["ece_after"],
+                "held_out": False,
+            }
+            for name, m in per_source.items()
+        },
+    }
+    return {
+        "per_source": per_source,
+        "cross_domain": {
+            "sources": data.names,
+            "metric": "macro_f1 on each source's test split",
+            "model": [own, *models],
+            "baseline": baseline_matrix(data, seed=seed),
+        },
+    }
 
 
 @dataclass

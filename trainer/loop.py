@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import random
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -21,6 +20,7 @@ import numpy as np
 
 from ops.settings import TrainSettings
 from stream.core.planning import plan_batches
+from trainer.batching import batch_order, class_weights, collate, source_weights
 
 if TYPE_CHECKING:
     import torch
@@ -28,64 +28,6 @@ if TYPE_CHECKING:
 
 Padding = Literal["dynamic", "fixed"]
 LogFn = Callable[[dict[str, Any]], None]
-
-# Length grouping sorts within windows of this many batches: wide enough that neighbours in a
-# batch have similar lengths, narrow enough that batch composition still varies across epochs.
-MEGABATCH_FACTOR = 50
-
-
-def set_seed(seed: int) -> None:
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    if torch.cuda.is_available():
-        torch.cuda.manual_seed_all(seed)
-
-
-def class_weights(labels: Sequence[int]) -> np.ndarray:
-    """sklearn's 'balanced' weights, n / (2 * count): the minority class counts as much in the
-    loss as the majority one."""
-    from sklearn.utils.class_weight import compute_class_weight
-
-    y = np.asarray(labels, dtype=np.int64)
-    out: np.ndarray = compute_class_weight("balanced", classes=np.array([0, 1]), y=y)
-    return out
-
-
-def batch_order(
-    lengths: Sequence[int], batch_size: int, *, seed: int, group_by_length: bool
-) -> list[list[int]]:
-    """One epoch of batches. Grouped: shuffle, cut into megabatches of 50 batches, sort each by
-    length (longest first), cut into batches, then shuffle the batch order. So most batches pad
-    little, while the order the model sees still changes with the seed/epoch."""
-    rng = np.random.default_rng(seed)
-    perm = [int(i) for i in rng.permutation(len(lengths))]
-    if not group_by_length:
-        return [perm[i : i + batch_size] for i in range(0, len(perm), batch_size)]
-    mega = batch_size * MEGABATCH_FACTOR
-    batches: list[list[int]] = []
-    for start in range(0, len(perm), mega):
-        window = sorted(perm[start : start + mega], key=lambda i: -lengths[i])
-        batches.extend(window[i : i + batch_size] for i in range(0, len(window), batch_size))
-    order = rng.permutation(len(batches))
-    return [batches[int(i)] for i in order]
-
-
-def collate(
-    ids: Sequence[Sequence[int]], pad_id: int, *, pad_to: int | None = None
-) -> dict[str, torch.Tensor]:
-    """Pad to the batch's longest sequence (dynamic) or to `pad_to` (the notebook's fixed 128)."""
-    import torch
-
-    width = pad_to if pad_to is not None else max(len(x) for x in ids)
-    input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(ids), width), dtype=torch.long)
-    for row, seq in enumerate(ids):
-        input_ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-        attention[row, : len(seq)] = 1
-    return {"input_ids": input_ids, "attention_mask": attention}
 
 
 def autocast_context(device: torch.device, dtype: torch.dtype | None) -> Any:
@@ -103,6 +45,7 @@ class Optimization:
     scaler: Any  # torch.amp.GradScaler when training in fp16, else None
     loss_weight: torch.Tensor | None
     max_grad_norm: float
+    label_smoothing: float = 0.0
 
 
 def make_optimization(
@@ -117,6 +60,7 @@ def make_optimization(
     """Moves the model to `device`, then builds AdamW (no decay on biases and LayerNorm
     weights), linear warmup then linear decay to 0, the grad scaler and the loss weights."""
     import torch
+    from transformers import get_linear_schedule_with_warmup
 
     module: torch.nn.Module = model
     module.to(device)
@@ -130,14 +74,12 @@ def make_optimization(
         ],
         lr=lr,
     )
-    warmup = math.ceil(cfg.warmup_ratio * total_steps)
-
-    def schedule(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    # transformers leaves this function unannotated; it returns a LambdaLR.
+    scheduler = get_linear_schedule_with_warmup(  # type: ignore[no-untyped-call]
+        optimizer,
+        num_warmup_steps=math.ceil(cfg.warmup_ratio * total_steps),
+        num_training_steps=total_steps,
+    )
     scaler = (
         torch.amp.GradScaler("cuda")
         if device.type == "cuda" and autocast_dtype == torch.float16
@@ -148,7 +90,9 @@ def make_optimization(
         if cfg.class_weighted_loss
         else None
     )
-    return Optimization(optimizer, scheduler, scaler, weight, cfg.max_grad_norm)
+    return Optimization(
+        optimizer, scheduler, scaler, weight, cfg.max_grad_norm, cfg.label_smoothing
+    )
 
 
 def train_step(
@@ -159,8 +103,12 @@ def train_step(
     opt: Optimization,
     device: torch.device,
     autocast_dtype: torch.dtype | None,
+    sample_weight: torch.Tensor | None = None,
 ) -> float:
-    """One optimizer step; returns the (weighted) loss. Shared by training and the benchmark."""
+    """One optimizer step; returns the (weighted) loss. Shared by training and the benchmark.
+
+    `sample_weight` (source balancing) multiplies each row's loss on top of its class weight; the
+    batch loss is then the weighted mean, as cross_entropy's own `weight` gives."""
     import torch
     from torch.nn import functional as nnf
 
@@ -172,7 +120,19 @@ def train_step(
         logits = model(**moved).logits
     # The loss in fp32 whatever the autocast dtype; the weights are the point of this line (the
     # notebook computed class weights and never passed them to the loss).
-    loss = nnf.cross_entropy(logits.float(), labels, weight=opt.loss_weight)
+    smoothing = opt.label_smoothing
+    if sample_weight is None:
+        loss = nnf.cross_entropy(
+            logits.float(), labels, weight=opt.loss_weight, label_smoothing=smoothing
+        )
+    else:
+        per_row = nnf.cross_entropy(
+            logits.float(), labels, reduction="none", label_smoothing=smoothing
+        )
+        w = sample_weight.to(device, non_blocking=True)
+        if opt.loss_weight is not None:
+            w = w * opt.loss_weight[labels]
+        loss = (per_row * w).sum() / w.sum()
     opt.optimizer.zero_grad(set_to_none=True)
     if opt.scaler is not None:
         opt.scaler.scale(loss).backward()
@@ -197,8 +157,10 @@ def validate(
     batch_size: int,
     device: torch.device,
     autocast_dtype: torch.dtype | None,
+    groups: Sequence[int] | None = None,
 ) -> dict[str, float]:
-    """Validation loss (unweighted), accuracy and F1s of the in-memory model."""
+    """Validation loss (unweighted), accuracy and F1s of the in-memory model; with `groups` (the
+    source of each row) also each source's macro-F1 and their mean."""
     import torch
     from sklearn.metrics import accuracy_score, f1_score
     from torch.nn import functional as nnf
@@ -216,12 +178,21 @@ def validate(
             logits[idx] = out.float().cpu().numpy()
     loss = float(nnf.cross_entropy(torch.from_numpy(logits), torch.from_numpy(y)))
     pred = logits.argmax(axis=1)
-    return {
+    out = {
         "val_loss": round(loss, 6),
         "val_accuracy": round(float(accuracy_score(y, pred)), 6),
         "val_macro_f1": round(float(f1_score(y, pred, average="macro", zero_division=0)), 6),
         "val_weighted_f1": round(float(f1_score(y, pred, average="weighted", zero_division=0)), 6),
     }
+    if groups is not None and len(set(groups)) > 1:
+        g = np.asarray(groups)
+        per_source = [
+            float(f1_score(y[g == k], pred[g == k], average="macro", zero_division=0))
+            for k in sorted(set(groups))
+        ]
+        out.update({f"val_macro_f1_source{k}": round(v, 6) for k, v in enumerate(per_source)})
+        out["val_mean_source_macro_f1"] = round(float(np.mean(per_source)), 6)
+    return out
 
 
 @dataclass
@@ -262,10 +233,16 @@ def fit(
     autocast_dtype: torch.dtype | None,
     log: LogFn,
     progress: bool = True,
+    train_groups: Sequence[int] | None = None,
+    val_groups: Sequence[int] | None = None,
 ) -> FitResult:
     """Train, validate `evals_per_epoch` times an epoch, keep the best state by validation
     macro-F1 (validation loss breaks ties), stop after `early_stopping_patience` evaluations
-    without improvement (0 disables early stopping)."""
+    without improvement (0 disables early stopping).
+
+    With several sources (`*_groups`: the source of each row) "best" is the mean of the
+    per-source validation macro-F1s, so a model that does well on the large source only does
+    not win; `cfg.source_balance == "weight"` weights each row's loss by n / (k * n_source)."""
     import torch
     from tqdm.auto import tqdm
 
@@ -276,6 +253,18 @@ def fit(
     points = eval_points(steps_per_epoch, cfg.evals_per_epoch)
     lengths = [len(x) for x in train_ids]
     labels_t = torch.tensor(list(train_labels), dtype=torch.long)
+    row_weight = (
+        torch.tensor(source_weights(train_groups), dtype=torch.float32)
+        if cfg.source_balance == "weight"
+        and train_groups is not None
+        and len(set(train_groups)) > 1
+        else None
+    )
+    select = (
+        "val_mean_source_macro_f1"
+        if val_groups is not None and len(set(val_groups)) > 1
+        else "val_macro_f1"
+    )
     opt = make_optimization(
         model,
         cfg,
@@ -306,8 +295,9 @@ def fit(
             batch_size=cfg.eval_batch_size,
             device=device,
             autocast_dtype=autocast_dtype,
+            groups=val_groups,
         )
-        key = (metrics["val_macro_f1"], -metrics["val_loss"])
+        key = (metrics[select], -metrics["val_loss"])
         improved = best_key is None or key > best_key
         record = {
             "type": "eval",
@@ -358,6 +348,7 @@ def fit(
                     opt=opt,
                     device=device,
                     autocast_dtype=autocast_dtype,
+                    sample_weight=None if row_weight is None else row_weight[idx],
                 )
                 dt = time.perf_counter() - t0
                 busy += dt
@@ -388,8 +379,7 @@ def fit(
             epoch_bar.update(1)
             if evals:
                 epoch_bar.set_postfix(
-                    val_macro_f1=f"{evals[-1]['val_macro_f1']:.4f}",
-                    best=f"{best.get('val_macro_f1', 0.0):.4f}",
+                    val=f"{evals[-1][select]:.4f}", best=f"{best.get(select, 0.0):.4f}"
                 )
             if stopped or step >= total_steps:
                 break
@@ -405,77 +395,3 @@ def fit(
         train_seconds=round(time.perf_counter() - start, 3),
         samples_per_s=round(samples_seen / busy, 2) if busy > 0 else 0.0,
     )
-
-
-def measure_throughput(
-    model: PreTrainedModel,
-    ids: Sequence[Sequence[int]],
-    labels: Sequence[int],
-    cfg: TrainSettings,
-    *,
-    steps: int,
-    padding: Padding,
-    pad_id: int,
-    device: torch.device,
-    autocast_dtype: torch.dtype | None,
-    warmup_steps: int = 2,
-) -> dict[str, Any]:
-    """Training samples/s over `steps` real optimizer steps (after `warmup_steps` untimed ones),
-    with the same `train_step` the trainer uses. `fixed` pads every batch to `cfg.max_length`
-    without length grouping (the notebook's setting); `dynamic` pads per batch after length
-    grouping."""
-    import torch
-
-    grouped = padding == "dynamic"
-    order = batch_order(
-        [len(x) for x in ids], cfg.batch_size, seed=cfg.seed, group_by_length=grouped
-    )
-    need = warmup_steps + steps
-    while len(order) < need:
-        order = order + order
-    labels_t = torch.tensor(list(labels), dtype=torch.long)
-    opt = make_optimization(
-        model,
-        cfg,
-        total_steps=need,
-        train_labels=labels,
-        device=device,
-        autocast_dtype=autocast_dtype,
-    )
-    pad_to = None if grouped else cfg.max_length
-    samples = 0
-    tokens = 0
-    real = 0
-    elapsed = 0.0
-    for i, idx in enumerate(order[:need]):
-        batch = collate([ids[j] for j in idx], pad_id, pad_to=pad_to)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        train_step(
-            model,
-            batch=batch,
-            labels=labels_t[idx],
-            opt=opt,
-            device=device,
-            autocast_dtype=autocast_dtype,
-        )
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if i >= warmup_steps:
-            elapsed += time.perf_counter() - t0
-            samples += len(idx)
-            tokens += int(batch["input_ids"].numel())
-            real += int(batch["attention_mask"].sum())
-    return {
-        "padding": padding,
-        "group_by_length": grouped,
-        "steps": steps,
-        "batch_size": cfg.batch_size,
-        "samples": samples,
-        "seconds": round(elapsed, 3),
-        "samples_per_s": round(samples / elapsed, 2) if elapsed > 0 else 0.0,
-        "padded_tokens": tokens,
-        "real_tokens": real,
-        "padding_share": round(1 - real / tokens, 4) if tokens else 0.0,
-    }

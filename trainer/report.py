@@ -15,6 +15,7 @@ import numpy as np
 
 from stream.core.planning import softmax
 from trainer.calibration import DEFAULT_BINS, reliability_bins
+from trainer.crossdomain import cross_domain_markdown, per_source_markdown
 from trainer.metrics import LABELS, NEGATIVE, POSITIVE, majority_accuracy
 
 METRICS_FILE = "metrics.json"
@@ -165,12 +166,22 @@ def _markdown(p: dict[str, Any]) -> str:
             ["NLL", _fmt(cal["nll_before"]), _fmt(cal["nll_after"])],
         ],
     )
+    if p.get("per_source"):
+        out += ["", *per_source_markdown(p["per_source"])]
+    if p.get("cross_domain"):
+        out += ["", *cross_domain_markdown(p["cross_domain"])]
     out += ["", "## Data", ""]
     rows_info: dict[str, Any] = ds.get("rows", {})
     drops: list[dict[str, Any]] = ds.get("drop_report", [])
     if drops:
         table = [["rows read", str(rows_info.get("raw_rows", "?"))]]
-        table += [[f"− {d['description']}", str(d["removed"])] for d in drops]
+        table += [
+            [
+                f"− {d['source'] + ': ' if 'source' in d else ''}{d['description']}",
+                str(d["removed"]),
+            ]
+            for d in drops
+        ]
         table.append(["= rows kept", str(rows_info.get("kept", "?"))])
         table += [
             [f"  {k.removeprefix('kept_').upper()}", str(v)]

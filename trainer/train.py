@@ -13,7 +13,7 @@ import os
 import secrets
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +32,7 @@ from stream.artifact import (
     write_meta,
 )
 from trainer.dataset import SplitData, load_splits
+from trainer.sources import SourceSpec
 
 LOG_FILE = "train_log.jsonl"
 REPORT_DIR = "report"
@@ -51,11 +52,26 @@ QUICK_PROFILE: dict[str, Any] = {
 }
 
 
+# `--profile seed`: the original notebook's hyperparameters, for a GPU user who wants to compare
+# (bert-base-uncased, lr 1e-4, batch 25, 3 epochs, 128 tokens, no early stopping). The fixes of
+# docs/training.md (class-weighted loss, warm-up and decay, macro-F1 selection) still apply.
+SEED_PROFILE: dict[str, Any] = {
+    "base_model": "bert-base-uncased",
+    "learning_rate": 1e-4,
+    "batch_size": 25,
+    "epochs": 3.0,
+    "max_length": 128,
+    "early_stopping_patience": 0,
+}
+PROFILES: dict[str, dict[str, Any]] = {"quick": QUICK_PROFILE, "seed": SEED_PROFILE}
+
+
 def apply_profile(train: TrainSettings, explicit: set[str]) -> TrainSettings:
-    """The quick profile's values for every field not set explicitly."""
-    if train.profile != "quick":
+    """The profile's values for every field not set explicitly."""
+    profile = PROFILES.get(train.profile)
+    if profile is None:
         return train
-    updates = {k: v for k, v in QUICK_PROFILE.items() if k not in explicit}
+    updates = {k: v for k, v in profile.items() if k not in explicit}
     return train.model_copy(update=updates)
 
 
@@ -140,25 +156,70 @@ def _check_trainable(data: SplitData) -> None:
         )
 
 
-def train(settings: Settings, csv: Path, *, progress: bool = True) -> TrainOutcome:
-    """Fine-tune per `settings.train` on `csv` and write the artifact at `settings.train.out`."""
+def train(
+    settings: Settings,
+    sources: Path | Sequence[SourceSpec],
+    *,
+    progress: bool = True,
+    cross_domain: bool = False,
+    cross_domain_workers: int = 1,
+) -> TrainOutcome:
+    """Fine-tune per `settings.train` on one CSV or several sources and write the artifact at
+    `settings.train.out`. `cross_domain` (several sources only) also fine-tunes one model per
+    leave-one-out / single-source training set and puts its test scores in the report."""
+    started = time.perf_counter()
+    cfg = settings.train
+    out = Path(cfg.out)
+    check_output_dir(out, cfg.overwrite)
+    # The model before the data: a base model that is not available offline is reported at
+    # once, not after a minute of cleaning and language detection.
+    from trainer.base_model import resolve_base_model
+
+    resolve_base_model(cfg.base_model)
+    data = load_splits(sources, settings, max_samples=cfg.max_samples)
+    _check_trainable(data)
+    models: Callable[[], list[dict[str, Any]]] | None = None
+    if cross_domain and len(data.sources) > 1:
+        from trainer.crossdomain import cross_domain_models
+
+        models = cross_domain_models(
+            settings, data, progress=progress, workers=cross_domain_workers
+        )
+    try:
+        outcome = train_on(settings, data, progress=progress, cross_domain_models=models)
+    except BaseException:
+        cancel = getattr(models, "cancel", None)
+        if cancel is not None:
+            cancel()
+        raise
+    outcome.seconds = round(time.perf_counter() - started, 3)
+    return outcome
+
+
+def train_on(
+    settings: Settings,
+    data: SplitData,
+    *,
+    progress: bool,
+    cross_domain_models: Callable[[], list[dict[str, Any]]] | None = None,
+) -> TrainOutcome:
+    """Fine-tune on prepared data and write the artifact (the work of `train`)."""
     started = time.perf_counter()
     cfg = settings.train
     out = Path(cfg.out)
     check_output_dir(out, cfg.overwrite)
 
     import torch
+    from transformers import set_seed
 
     from stream.inference import resolve_device, resolve_dtype
     from trainer.base_model import load_base_model, resolve_base_model
-    from trainer.loop import default_learning_rate, fit, set_seed
+    from trainer.loop import default_learning_rate, fit
 
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(device, cfg.precision)
-    # The model before the data: a base model that is not available offline is reported at
-    # once, not after a minute of cleaning and language detection.
     source = resolve_base_model(cfg.base_model)
     set_seed(cfg.seed)
     model, tokenizer = load_base_model(source)
@@ -167,8 +228,6 @@ def train(settings: Settings, csv: Path, *, progress: bool = True) -> TrainOutco
             update={"learning_rate": default_learning_rate(int(model.config.hidden_size))}
         )
         settings = settings.model_copy(update={"train": cfg})
-    data = load_splits(csv, settings, max_samples=cfg.max_samples)
-    _check_trainable(data)
     pad_id = int(tokenizer.pad_token_id or 0)
     train_ids = _tokenize(tokenizer, [t for t, _ in data.train], cfg.max_length)
     val_ids = _tokenize(tokenizer, [t for t, _ in data.val], cfg.max_length)
@@ -185,6 +244,7 @@ def train(settings: Settings, csv: Path, *, progress: bool = True) -> TrainOutco
                     "train": len(data.train),
                     "val": len(data.val),
                     "test": len(data.test),
+                    "sources": data.names,
                     "options": cfg.model_dump(mode="json"),
                 },
             )
@@ -195,6 +255,8 @@ def train(settings: Settings, csv: Path, *, progress: bool = True) -> TrainOutco
                 train_labels=[y for _, y in data.train],
                 val_ids=val_ids,
                 val_labels=[y for _, y in data.val],
+                train_groups=data.train_groups,
+                val_groups=data.val_groups,
                 pad_id=pad_id,
                 device=device,
                 autocast_dtype=dtype,
@@ -229,6 +291,7 @@ def train(settings: Settings, csv: Path, *, progress: bool = True) -> TrainOutco
             train_options={
                 "train": cfg.model_dump(mode="json"),
                 "data": settings.data.model_dump(mode="json"),
+                "sources": [s.spec for s in data.sources],
                 "base_model_location": source.description,
             },
             data=DataFingerprint(
@@ -250,14 +313,27 @@ def train(settings: Settings, csv: Path, *, progress: bool = True) -> TrainOutco
             "best_step": result.best.get("step"),
             "best_val_macro_f1": result.best.get("val_macro_f1"),
             "best_val_loss": result.best.get("val_loss"),
+            "best_val_mean_source_macro_f1": result.best.get("val_mean_source_macro_f1"),
             "train_seconds": result.train_seconds,
             "train_samples_per_s": result.samples_per_s,
             "learning_rate": cfg.learning_rate,
             "batch_size": cfg.batch_size,
             "max_length": cfg.max_length,
             "class_weighted_loss": cfg.class_weighted_loss,
+            "source_balance": cfg.source_balance,
+            "label_smoothing": cfg.label_smoothing,
+            "selected_on": "mean per-source validation macro-F1"
+            if len(data.sources) > 1
+            else "validation macro-F1",
         }
-        meta, metrics = evaluate_trained(tmp, meta, data, settings, training=training)
+        meta, metrics = evaluate_trained(
+            tmp,
+            meta,
+            data,
+            settings,
+            training=training,
+            cross_domain_models=cross_domain_models() if cross_domain_models else None,
+        )
         write_meta(tmp, meta)
     return TrainOutcome(
         artifact=out,
@@ -290,11 +366,14 @@ def _assert_safetensors_only(directory: Path) -> None:
 __all__ = [
     "LOG_FILE",
     "META_FILE",
+    "PROFILES",
     "QUICK_PROFILE",
     "REPORT_DIR",
+    "SEED_PROFILE",
     "TrainOutcome",
     "apply_profile",
     "check_output_dir",
     "staging_dir",
     "train",
+    "train_on",
 ]

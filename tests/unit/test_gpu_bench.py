@@ -1,5 +1,6 @@
-"""The pure pieces of bench/gpu_bench.py: length sampling, padding arithmetic, the forced-OOM
-split, target verdicts and the result writers. The benchmark itself runs via `make bench-gpu`."""
+"""The pure pieces of the GPU benchmark (bench/gpu/): length sampling, padding arithmetic, the
+forced-OOM split, target verdicts and the result writers. The benchmark itself runs via
+`make bench-gpu`."""
 
 from __future__ import annotations
 
@@ -15,30 +16,40 @@ BENCH = Path(__file__).resolve().parents[2] / "bench"
 if str(BENCH) not in sys.path:
     sys.path.insert(0, str(BENCH))
 
-import gpu_bench as gb  # noqa: E402
+from gpu import (  # noqa: E402
+    common,
+    context,
+    correctness,
+    main,
+    memory,
+    models,
+)
+from gpu import results as report  # noqa: E402
 
-TINY = gb.Shape("tiny", layers=1, hidden=32, heads=2, intermediate=64, vocab=4000)
+TINY = common.Shape("tiny", layers=1, hidden=32, heads=2, intermediate=64, vocab=4000)
 
 
 @pytest.fixture(scope="module")
-def table() -> gb.LengthTable:
-    return gb.LengthTable.load()
+def table() -> common.LengthTable:
+    return common.LengthTable.load()
 
 
 @pytest.fixture(scope="module")
 def tiny_model() -> Any:
-    return gb.build_model(TINY, seed=0)
+    return models.build_model(TINY, seed=0)
 
 
-def test_length_table_is_consistent(table: gb.LengthTable) -> None:
-    raw = json.loads(gb.LENGTH_TABLE.read_text(encoding="utf-8"))
+def test_length_table_is_consistent(table: common.LengthTable) -> None:
+    raw = json.loads(common.LENGTH_TABLE.read_text(encoding="utf-8"))
     assert sum(c for _, _, c in table.bins) == raw["count"]
-    assert table.min_len <= table.p50 <= table.p90 <= table.p99 <= table.max_len <= gb.MAX_LENGTH
+    assert (
+        table.min_len <= table.p50 <= table.p90 <= table.p99 <= table.max_len <= common.MAX_LENGTH
+    )
     assert all(hi - lo == raw["bin_width"] for lo, hi, _ in table.bins)
 
 
-def test_sampled_lengths_follow_the_table(table: gb.LengthTable) -> None:
-    lengths = gb.sample_lengths(table, 40_000, np.random.default_rng(0))
+def test_sampled_lengths_follow_the_table(table: common.LengthTable) -> None:
+    lengths = common.sample_lengths(table, 40_000, np.random.default_rng(0))
     assert lengths.min() >= table.min_len
     assert lengths.max() <= table.max_len
     counts = np.array([c for _, _, c in table.bins], dtype=np.float64)
@@ -51,48 +62,48 @@ def test_sampled_lengths_follow_the_table(table: gb.LengthTable) -> None:
 
 def test_synthetic_ids_are_cls_words_sep() -> None:
     rng = np.random.default_rng(1)
-    ids = gb.synthetic_ids([2, 5, 128], rng, vocab=3000)
+    ids = common.synthetic_ids([2, 5, 128], rng, vocab=3000)
     assert [len(x) for x in ids] == [2, 5, 128]
     for seq in ids:
-        assert seq[0] == gb.CLS_ID
-        assert seq[-1] == gb.SEP_ID
-        assert all(gb.FIRST_WORD_ID <= t < 3000 for t in seq[1:-1])
+        assert seq[0] == common.CLS_ID
+        assert seq[-1] == common.SEP_ID
+        assert all(common.FIRST_WORD_ID <= t < 3000 for t in seq[1:-1])
 
 
 def test_padded_tokens_fixed_vs_dynamic() -> None:
     pool = [[1] * n for n in (3, 5, 10, 4)]
-    batches = gb.serve_batches(pool, batch_size=2)
+    batches = common.serve_batches(pool, batch_size=2)
     # plan_batches sorts longest first: [10, 5] and [4, 3].
     assert [[len(x) for x in b] for b in batches] == [[10, 5], [4, 3]]
-    assert gb.padded_tokens(batches) == 2 * 10 + 2 * 4
-    assert gb.padded_tokens(batches, pad_to=128) == 4 * 128
+    assert common.padded_tokens(batches) == 2 * 10 + 2 * 4
+    assert common.padded_tokens(batches, pad_to=128) == 4 * 128
 
 
 def test_serve_batches_stay_inside_micro_batches() -> None:
     rng = np.random.default_rng(2)
     pool = [[i] * int(n) for i, n in enumerate(rng.integers(3, 60, size=300))]
-    batches = gb.serve_batches(pool, batch_size=16)
+    batches = common.serve_batches(pool, batch_size=16)
     assert all(len(b) <= 16 for b in batches)
     rows = [x[0] for b in batches for x in b]
     assert sorted(rows) == list(range(300))
     # Micro-batches hold serve's factor x 16 messages in arrival order; none is mixed.
-    micro = gb.micro_default(16)
+    micro = common.micro_default(16)
     assert all(len({x[0] // micro for x in b}) == 1 for b in batches)
 
 
-def test_length_grouping_cuts_training_padding(table: gb.LengthTable) -> None:
-    loop = pytest.importorskip("trainer.loop")
+def test_length_grouping_cuts_training_padding(table: common.LengthTable) -> None:
+    loop = pytest.importorskip("trainer.batching")
     rng = np.random.default_rng(3)
-    lengths = gb.sample_lengths(table, 5000, rng).tolist()
+    lengths = common.sample_lengths(table, 5000, rng).tolist()
     pool = [[0] * n for n in lengths]
 
     def tokens(grouped: bool, pad_to: int | None) -> int:
         order = loop.batch_order(lengths, 25, seed=0, group_by_length=grouped)
-        return gb.padded_tokens([[pool[i] for i in idx] for idx in order], pad_to=pad_to)
+        return common.padded_tokens([[pool[i] for i in idx] for idx in order], pad_to=pad_to)
 
-    fixed = tokens(False, gb.MAX_LENGTH)
+    fixed = tokens(False, common.MAX_LENGTH)
     dynamic = tokens(True, None)
-    assert fixed == 5000 * gb.MAX_LENGTH
+    assert fixed == 5000 * common.MAX_LENGTH
     # With p50 ~18 tokens, grouped dynamic padding computes a small fraction of fixed-128.
     assert dynamic * 3 < fixed
     assert dynamic >= sum(lengths)
@@ -102,9 +113,9 @@ def test_forced_oom_splits_and_keeps_every_row(tiny_model: Any) -> None:
     import torch
 
     rng = np.random.default_rng(4)
-    ids = gb.synthetic_ids(rng.integers(3, 40, size=37), rng, TINY.vocab)
-    sm = gb.serving_model(tiny_model, torch.device("cpu"), None)
-    result = gb.oom_check(sm, ids, limit=5)
+    ids = common.synthetic_ids(rng.integers(3, 40, size=37), rng, TINY.vocab)
+    sm = models.serving_model(tiny_model, torch.device("cpu"), None)
+    result = memory.oom_check(sm, ids, limit=5)
     assert result["ok"]
     assert result["rows_out"] == result["rows_in"] == 37
     assert result["oom_splits"] > 0
@@ -118,7 +129,7 @@ def test_forced_oom_is_real_oom_type(tiny_model: Any) -> None:
 
     from stream.inference import _is_oom
 
-    run = gb._forced_oom(1, lambda batch: batch, [])
+    run = memory._forced_oom(1, lambda batch: batch, [])
     with pytest.raises(RuntimeError) as info:
         run({"input_ids": torch.zeros((2, 3), dtype=torch.long)})
     assert _is_oom(info.value)
@@ -130,11 +141,13 @@ def test_calibrated_head_balances_labels(tiny_model: Any) -> None:
     from stream.core.planning import softmax
 
     rng = np.random.default_rng(5)
-    cal = gb.synthetic_ids(rng.integers(3, 40, size=128), rng, TINY.vocab)
-    test = gb.synthetic_ids(rng.integers(3, 40, size=256), rng, TINY.vocab)
-    info = gb.calibrate_head(tiny_model, cal, target_std=4.0)
+    cal = common.synthetic_ids(rng.integers(3, 40, size=128), rng, TINY.vocab)
+    test = common.synthetic_ids(rng.integers(3, 40, size=256), rng, TINY.vocab)
+    info = models.calibrate_head(tiny_model, cal, target_std=4.0)
     assert info["raw_margin_std"] > 0
-    probs = softmax(gb.logits_for(gb.serving_model(tiny_model, torch.device("cpu"), None), test))
+    probs = softmax(
+        models.logits_for(models.serving_model(tiny_model, torch.device("cpu"), None), test)
+    )
     share = float((probs.argmax(1) == 1).mean())
     assert 0.2 < share < 0.8
     # Margins were spread: most probabilities are decisive, as after fine-tuning.
@@ -147,21 +160,21 @@ def test_targets_pass_fail_and_cpu_na() -> None:
         "training": {"speedup": 2.5},
         "correctness": {"bf16_label_agreement": 0.999},
     }
-    gpu = [t["status"] for t in gb.evaluate_targets(steps, on_gpu=True)]
+    gpu = [t["status"] for t in report.evaluate_targets(steps, on_gpu=True)]
     assert gpu == ["PASS", "FAIL", "PASS", "PASS"]
-    cpu = gb.evaluate_targets(steps, on_gpu=False)
+    cpu = report.evaluate_targets(steps, on_gpu=False)
     assert {t["status"] for t in cpu} == {"n/a (cpu dry run)"}
     assert cpu[0]["measured"] == 12_000.0
-    missing = gb.evaluate_targets({}, on_gpu=True)
+    missing = report.evaluate_targets({}, on_gpu=True)
     assert {t["status"] for t in missing} == {"n/a (not measured)"}
 
 
 def test_parse_steps() -> None:
-    assert gb.parse_steps("all") == list(gb.RUN_ORDER)
-    assert gb.parse_steps("5,1") == ["correctness", "serve"]
-    assert gb.parse_steps("memory,training") == ["training", "memory"]
+    assert main.parse_steps("all") == list(common.RUN_ORDER)
+    assert main.parse_steps("5,1") == ["correctness", "serve"]
+    assert main.parse_steps("memory,training") == ["training", "memory"]
     with pytest.raises(Exception, match="unknown step"):
-        gb.parse_steps("warp")
+        main.parse_steps("warp")
 
 
 def test_results_written_as_json_and_markdown(tmp_path: Path) -> None:
@@ -206,8 +219,8 @@ def test_results_written_as_json_and_markdown(tmp_path: Path) -> None:
             "memory": {"status": "error", "seconds": 0.1, "error": "boom"},
         },
     }
-    results["targets"] = gb.evaluate_targets(results["steps"], on_gpu=False)
-    json_path, md_path = gb.write_results(results, tmp_path / "out")
+    results["targets"] = report.evaluate_targets(results["steps"], on_gpu=False)
+    json_path, md_path = report.write_results(results, tmp_path / "out")
     assert json.loads(json_path.read_text()) == json.loads(json.dumps(results))
     md = md_path.read_text()
     for fragment in (
@@ -223,26 +236,26 @@ def test_results_written_as_json_and_markdown(tmp_path: Path) -> None:
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
-def test_correctness_step_on_cuda(table: gb.LengthTable, tmp_path: Path) -> None:
+def test_correctness_step_on_cuda(table: common.LengthTable, tmp_path: Path) -> None:
     import dataclasses
 
     import torch
 
-    sizes = dataclasses.replace(gb.QUICK, correctness_n=256)
+    sizes = dataclasses.replace(common.QUICK, correctness_n=256)
     rng = np.random.default_rng(0)
-    encoder = gb.find_encoder(None)
-    ctx = gb.Context(
+    encoder = models.find_encoder(None)
+    ctx = context.Context(
         device=torch.device("cuda"),
         sizes=sizes,
         quick=True,
         seed=0,
         table=table,
-        inputs=gb.synthetic_inputs(table, 2000, rng),
+        inputs=common.synthetic_inputs(table, 2000, rng),
         tokenizer=None,
         encoder=encoder,
         out=tmp_path,
     )
-    result = gb.step_correctness(ctx)
+    result = correctness.step_correctness(ctx)
     fp32 = [r for r in result["runs"] if r["candidate"] == "cuda fp32"]
     assert fp32
     # CUDA fp32 (TF32 off by default) is the CPU reference up to summation order.

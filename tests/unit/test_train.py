@@ -1,25 +1,18 @@
-"""`cryptosent train` / `cryptosent evaluate` end to end on a tiny random BERT (CPU, seconds).
+"""`cryptosent train` refusals on a tiny random BERT: everything that must stop before training.
 
-The tiny model learns little in a few steps; these tests check the plumbing and the contract
-(artifact, report, evaluation through the serving loader, refusals), not model quality.
+The runs that train live in tests/slow/test_train_cli.py.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from cryptosent.cli import main
-from stream.artifact import META_FILE, PICKLE_SUFFIXES, read_meta
 from tests.tiny_model import make_tiny_base
-
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "train_small.csv"
-FIGURES = ("confusion_matrix.png", "roc_curve.png", "pr_curve.png", "reliability_diagram.png")
-HEADER = "message_id,created_at,username,likes,text,sentiment_label\n"
+from tests.train_cli import HEADER, one_error_line, train_args
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -36,214 +29,7 @@ def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_base(tmp_path_factory.mktemp("base") / "tiny-bert")
 
 
-def _train_args(base: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        "train",
-        "--csv",
-        str(FIXTURE),
-        "--base-model",
-        str(base),
-        "--epochs",
-        "2",
-        "--batch-size",
-        "8",
-        "--max-length",
-        "32",
-        "--lr",
-        "1e-3",
-        "--evals-per-epoch",
-        "2",
-        "--out",
-        str(out),
-        "--no-progress",
-        *extra,
-    ]
-
-
-@pytest.fixture(scope="module")
-def artifact(tmp_path_factory: pytest.TempPathFactory, tiny_base: Path) -> Path:
-    out = tmp_path_factory.mktemp("models") / "tiny"
-    assert main(_train_args(tiny_base, out)) == 0
-    return out
-
-
-def _one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    errors = [line for line in err if line.startswith("error: ")]
-    assert len(errors) == 1, err
-    return errors[0]
-
-
-# -- the artifact ---------------------------------------------------------------------------------
-
-
-def test_artifact_is_complete_and_pickle_free(artifact: Path) -> None:
-    names = {p.name for p in artifact.iterdir()}
-    assert {"config.json", "model.safetensors", META_FILE, "train_log.jsonl", "report"} <= names
-    assert "tokenizer.json" in names or "vocab.txt" in names
-    assert not [n for n in names if Path(n).suffix in PICKLE_SUFFIXES]
-    # Nothing left of the staging directory next to the artifact.
-    assert [p.name for p in artifact.parent.iterdir()] == [artifact.name]
-
-
-def test_metadata_records_what_was_trained(artifact: Path, tiny_base: Path) -> None:
-    meta = read_meta(artifact)
-    assert meta.base_model == str(tiny_base)
-    assert meta.max_length == 32
-    assert meta.text.lang_backend == "none"
-    assert meta.split_seed == 42
-    assert meta.temperature > 0
-    assert meta.data is not None
-    assert meta.data.csv_name == FIXTURE.name
-    assert meta.data.csv_sha256 == hashlib.sha256(FIXTURE.read_bytes()).hexdigest()
-    rows = meta.data.rows
-    assert rows["train"] > rows["val"] > 0
-    assert rows["test"] > 0
-    assert rows["train"] + rows["val"] + rows["test"] < 126  # duplicates, Neutral, empty dropped
-    train_opts = meta.train_options["train"]
-    assert train_opts["learning_rate"] == 1e-3
-    assert train_opts["class_weighted_loss"] is True
-    assert meta.train_options["data"]["split_seed"] == 42
-    assert {"torch", "transformers"} <= set(meta.library_versions)
-    test = meta.metrics["test"]
-    assert test["n"] == rows["test"]
-    assert 0.0 <= test["macro_f1"] <= 1.0
-    assert {"ece_before", "ece_after"} <= set(test)
-    assert meta.metrics["baseline_test"]["macro_f1"] is not None
-
-
-def test_saved_artifact_loads_and_predicts(artifact: Path) -> None:
-    from stream.inference import load_model
-
-    model = load_model(artifact, device="cpu")
-    probs = model.predict_proba(["ETH to the moon", "sell everything now"], batch_size=2)
-    assert probs.shape == (2, 2)
-    assert probs.sum(axis=1) == pytest.approx([1.0, 1.0])
-
-
-def test_training_log_has_steps_and_evaluations(artifact: Path) -> None:
-    records = [
-        json.loads(line)
-        for line in (artifact / "train_log.jsonl").read_text(encoding="utf-8").splitlines()
-    ]
-    steps = [r for r in records if r["type"] == "step"]
-    evals = [r for r in records if r["type"] == "eval"]
-    assert steps
-    assert evals
-    assert {"step", "epoch", "loss", "lr", "samples_per_s"} <= set(steps[0])
-    assert {"step", "epoch", "val_loss", "val_macro_f1", "val_accuracy"} <= set(evals[0])
-    assert len(evals) == 4  # 2 epochs x 2 evaluations
-    assert [r["step"] for r in steps] == list(range(1, len(steps) + 1))
-    assert records[-1]["type"] == "end"
-    assert sum(1 for r in evals if r["best"]) >= 1
-
-
-def test_report_holds_model_baseline_and_figures(artifact: Path) -> None:
-    report = artifact / "report"
-    for name in FIGURES:
-        data = (report / name).read_bytes()
-        assert data[:8] == b"\x89PNG\r\n\x1a\n", name
-    metrics = json.loads((report / "metrics.json").read_text(encoding="utf-8"))
-    assert metrics["evaluated_on"] == "held-out test split"
-    assert metrics["baseline"]["macro_f1"] is not None
-    assert metrics["model"]["per_class"]["NEGATIVE"]["support"] > 0
-    assert metrics["model"]["calibration"]["n_bins"] == 15
-    assert metrics["dataset"]["splits"]["test"] == metrics["model"]["n"]
-    text = (report / "report.md").read_text(encoding="utf-8")
-    assert "TF-IDF + LR baseline" in text
-    assert read_meta(artifact).model_version in text
-    for name in FIGURES:
-        assert f"({name})" in text
-
-
-def test_test_metrics_come_from_the_served_model(artifact: Path) -> None:
-    """What is measured is what is served: rescoring the test rows through `load_model` gives
-    the recorded accuracy."""
-    import numpy as np
-
-    from ops.settings import DataSettings, Settings, TextSettings
-    from stream.inference import load_model
-    from trainer.dataset import load_splits
-
-    meta = read_meta(artifact)
-    settings = Settings(_env_file=None, text=TextSettings(lang_backend="none"), data=DataSettings())
-    data = load_splits(FIXTURE, settings, max_samples=None)
-    model = load_model(artifact, device="cpu")
-    probs = model.predict_proba([t for t, _ in data.test])
-    accuracy = float(np.mean(probs.argmax(axis=1) == np.array([y for _, y in data.test])))
-    assert accuracy == pytest.approx(meta.metrics["test"]["accuracy"])
-
-
-# -- evaluate -------------------------------------------------------------------------------------
-
-
-def test_evaluate_writes_a_cross_dataset_report(artifact: Path) -> None:
-    assert main(["evaluate", "--model", str(artifact), "--csv", str(FIXTURE)]) == 0
-    report = artifact / f"report-{FIXTURE.stem}"
-    for name in (*FIGURES, "metrics.json", "report.md"):
-        assert (report / name).is_file(), name
-    metrics = json.loads((report / "metrics.json").read_text(encoding="utf-8"))
-    assert metrics["baseline"] is None
-    assert "n/a" in metrics["baseline_note"]
-    # Every usable row (no split): more than the test split.
-    assert metrics["model"]["n"] > read_meta(artifact).metrics["test"]["n"]
-
-
-def test_evaluate_maps_other_columns_and_labels(artifact: Path, tmp_path: Path) -> None:
-    csv = tmp_path / "other.csv"
-    csv.write_text(
-        "tweet,mood\n"
-        + "".join(
-            f'"{t}",{m}\n'
-            for t, m in [
-                ("ETH breaking out, bulls in control", "Bullish"),
-                ("BTC crashing, sold everything", "Bearish"),
-                ("Buying the dip, very bullish", "Bullish"),
-                ("nothing much happening", "Neutral"),
-            ]
-        ),
-        encoding="utf-8",
-    )
-    out = tmp_path / "rep"
-    code = main(
-        [
-            "evaluate",
-            "--model",
-            str(artifact),
-            "--csv",
-            str(csv),
-            "--text-column",
-            "tweet",
-            "--label-column",
-            "mood",
-            "--label-map",
-            "Bullish=Positive,Bearish=Negative",
-            "--out",
-            str(out),
-        ]
-    )
-    assert code == 0
-    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
-    assert metrics["model"]["n"] == 3
-
-
 # -- refusals -------------------------------------------------------------------------------------
-
-
-def test_existing_output_is_refused_then_overwritten_reproducibly(
-    artifact: Path, tiny_base: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    before = read_meta(artifact)
-    assert main(_train_args(tiny_base, artifact)) == 2
-    assert "--overwrite" in _one_error_line(capsys)
-    assert read_meta(artifact).model_version == before.model_version
-    assert main(_train_args(tiny_base, artifact, "--overwrite")) == 0
-    after = read_meta(artifact)
-    assert after.model_version != before.model_version
-    # Same CSV, options and seed: same split, same training, same numbers.
-    assert after.data == before.data
-    assert after.metrics == before.metrics
-    assert after.temperature == before.temperature
 
 
 def test_one_class_csv_is_refused(
@@ -258,10 +44,10 @@ def test_one_class_csv_is_refused(
         ),
         encoding="utf-8",
     )
-    args = _train_args(tiny_base, tmp_path / "out")
+    args = train_args(tiny_base, tmp_path / "out")
     args[args.index("--csv") + 1] = str(csv)
     assert main(args) == 2
-    line = _one_error_line(capsys)
+    line = one_error_line(capsys)
     assert "negative" in line.lower()
     assert not (tmp_path / "out").exists()
 
@@ -277,10 +63,10 @@ def test_too_few_rows_are_refused(
         + "3,2022-06-25T10:00:00Z,c,0,SOL breaking resistance nicely,Positive\n",
         encoding="utf-8",
     )
-    args = _train_args(tiny_base, tmp_path / "out")
+    args = train_args(tiny_base, tmp_path / "out")
     args[args.index("--csv") + 1] = str(csv)
     assert main(args) == 2
-    _one_error_line(capsys)
+    one_error_line(capsys)
     assert not (tmp_path / "out").exists()
 
 
@@ -296,17 +82,17 @@ def test_unavailable_base_model_is_refused(
 ) -> None:
     if base == "bert-base-uncased" and _in_hf_cache(base):
         pytest.skip("bert-base-uncased is in the local Hugging Face cache here")
-    args = _train_args(Path(base), tmp_path / "out")
+    args = train_args(Path(base), tmp_path / "out")
     args[args.index("--base-model") + 1] = base
     assert main(args) == 2
-    line = _one_error_line(capsys)
+    line = one_error_line(capsys)
     assert base in line
     assert not (tmp_path / "out").exists()
 
 
 def test_missing_csv_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train", "--csv", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "o")]) == 2
-    assert "does not exist" in _one_error_line(capsys)
+    assert "does not exist" in one_error_line(capsys)
 
 
 def test_default_learning_rate_by_model_size() -> None:
@@ -314,3 +100,21 @@ def test_default_learning_rate_by_model_size() -> None:
 
     assert default_learning_rate(384) == 1e-4  # MiniLM: the notebook's rate suits it
     assert default_learning_rate(768) == 3e-5  # bert-base: 1e-4 is too high
+
+
+def test_bad_source_option_is_one_error_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["train", "--csv", f"{tmp_path}/a.csv:colour=red", "--out", str(tmp_path / "o")])
+    assert code == 2
+    assert "colour=red" in one_error_line(capsys)
+
+
+def test_every_source_must_exist(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    here = tmp_path / "here.csv"
+    here.write_text(HEADER, encoding="utf-8")
+    missing = tmp_path / "missing.csv"
+    args = ["train", "--csv", str(here), "--csv", f"{missing}:name=m", "--out", str(tmp_path / "o")]
+    assert main(args) == 2
+    assert "missing.csv" in one_error_line(capsys)
+    assert not (tmp_path / "o").exists()

@@ -9,7 +9,8 @@ import pytest
 
 from ops.errors import UserError
 from ops.settings import TrainSettings
-from trainer.loop import batch_order, class_weights, collate, eval_points, make_optimization
+from trainer.batching import batch_order, class_weights, collate
+from trainer.loop import eval_points, make_optimization
 from trainer.metrics import classification_metrics
 from trainer.train import QUICK_PROFILE, apply_profile, check_output_dir, staging_dir
 
