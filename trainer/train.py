@@ -258,6 +258,9 @@ def train(settings: Settings, csv: Path, *, progress: bool = True) -> TrainOutco
             "class_weighted_loss": cfg.class_weighted_loss,
         }
         meta, metrics = evaluate_trained(tmp, meta, data, settings, training=training)
+        from trainer.export import export_artifact, gate_inputs
+
+        meta = export_artifact(tmp, meta, gate_inputs(data), threads=cfg.num_threads or 1)
         write_meta(tmp, meta)
     return TrainOutcome(
         artifact=out,
