@@ -4,12 +4,14 @@ random BERT exported to ONNX (seconds, no training)."""
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from ops.errors import UserError
+from schemas.messages import Label
 from stream.artifact import ArtifactMeta, OnnxFile, read_meta, write_meta
 from stream.backends.onnx import FILES, load_onnx_backend, sha256_file
 from stream.backends.select import choose_backend, load_backend
@@ -77,9 +79,12 @@ def test_onnx_logits_match_torch_with_dynamic_padding(exported: Path) -> None:
     alone = np.concatenate([onnx.forward_logits([ids]) for ids in encoded.input_ids])
     np.testing.assert_allclose(together, alone, atol=1e-4)
     np.testing.assert_allclose(together, torch_model.forward_logits(encoded.input_ids), atol=1e-4)
-    assert together.shape == (len(TEXTS), 2) and together.dtype == np.float32
-    assert onnx.name == "onnx-fp32" and onnx.model_version == torch_model.model_version
-    assert onnx.labels == torch_model.labels and onnx.temperature == torch_model.temperature
+    assert together.shape == (len(TEXTS), 2)
+    assert together.dtype == np.float32
+    assert onnx.name == "onnx-fp32"
+    assert onnx.model_version == torch_model.model_version
+    assert onnx.labels == torch_model.labels
+    assert onnx.temperature == torch_model.temperature
     assert 0 < onnx.call_overhead_tokens < torch_model.call_overhead_tokens
     assert onnx.encode([]) == Encoded([])
 
@@ -185,17 +190,17 @@ class _FixedLogits:
 
     name = "fake"
     model_version = "v"
-    labels: list[str] = []
+    labels: Sequence[Label] = (Label.NEGATIVE, Label.POSITIVE)
     temperature = 1.0
     call_overhead_tokens = 10.0
 
     def __init__(self, logits: np.ndarray) -> None:
-        self._by_first_token = {i: row for i, row in enumerate(logits)}
+        self._by_first_token = dict(enumerate(logits))
 
-    def encode(self, texts: list[str]) -> Encoded:
+    def encode(self, texts: Sequence[str]) -> Encoded:
         return Encoded([[i] for i in range(len(texts))])
 
-    def forward_logits(self, batch_ids: list[list[int]]) -> np.ndarray:
+    def forward_logits(self, batch_ids: Sequence[Sequence[int]]) -> np.ndarray:
         return np.stack([self._by_first_token[ids[0]] for ids in batch_ids])
 
 
@@ -258,9 +263,11 @@ def test_pick_ships_the_fastest_passing_file_and_int8_only_when_faster() -> None
 def test_sensitive_nodes_keep_head_and_edge_layers(exported: Path) -> None:
     keep = sensitive_nodes(exported / FILES["fp32"])
     head = sensitive_nodes(exported / FILES["fp32"], edge_layers=False)
-    assert any("classifier" in n for n in head) and any("pooler" in n for n in head)
+    assert any("classifier" in n for n in head)
+    assert any("pooler" in n for n in head)
     assert set(head) < set(keep)
-    assert any("layer.0" in n for n in keep) and any("layer.1" in n for n in keep)
+    assert any("layer.0" in n for n in keep)
+    assert any("layer.1" in n for n in keep)
 
 
 def test_export_writes_only_gated_files_with_checksums(tmp_path: Path) -> None:
@@ -278,12 +285,15 @@ def test_export_writes_only_gated_files_with_checksums(tmp_path: Path) -> None:
     assert len(figures["candidates"]) >= 5
     assert figures["shipped"]["fp32"] in ("fp32", "fp32-fused")
     for variant, entry in meta.onnx.items():
-        assert entry.gate_passed and entry.sha256 == sha256_file(directory / entry.file)
-        assert -entry.macro_f1_delta <= 0.01 + 1e-9 and entry.agreement >= 0.97
+        assert entry.gate_passed
+        assert entry.sha256 == sha256_file(directory / entry.file)
+        assert -entry.macro_f1_delta <= 0.01 + 1e-9
+        assert entry.agreement >= 0.97
         load_onnx_backend(directory, variant)  # type: ignore[arg-type]
     assert (directory / FILES["int8"]).exists() == ("int8" in meta.onnx)
     report = (directory / "report" / "onnx_gate.md").read_text(encoding="utf-8")
-    assert "| int8-dyn-pc-keep |" in report and "torch-cpu-fp32" in report
+    assert "| int8-dyn-pc-keep |" in report
+    assert "torch-cpu-fp32" in report
 
 
 def test_export_command_refuses_a_missing_csv(
