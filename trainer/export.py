@@ -42,6 +42,7 @@ from trainer.onnx_build import (
 )
 
 GATE_FILE = "onnx_gate.md"
+SPEED_MARGIN = 0.10
 CALIBRATION_TEXTS = 256
 
 
@@ -285,15 +286,25 @@ def export_artifact(
 
 
 def pick_shipped(candidates: Sequence[Candidate]) -> dict[Variant, Candidate]:
-    """The fastest passing fp32 file; the fastest passing int8 file if faster than that."""
+    """Per variant, the first passing candidate in list order (simplest first) unless a later
+    one is at least SPEED_MARGIN faster; int8 only when that much faster than the fp32 file.
+    The margin keeps timing noise on a shared machine from choosing between equals (the fused
+    fp32 graph measured 0.91-1.1x the plain export: ORT fuses at session load anyway)."""
     out: dict[Variant, Candidate] = {}
     for variant in ("fp32", "int8"):
-        ok = [c for c in candidates if c.variant == variant and c.passed and c.error is None]
-        if ok:
-            out[variant] = min(ok, key=lambda c: c.ms_per_tweet)
-    if "int8" in out and "fp32" in out and out["int8"].ms_per_tweet >= out["fp32"].ms_per_tweet:
+        for cand in candidates:
+            if cand.variant != variant or not cand.passed or cand.error is not None:
+                continue
+            held = out.get(variant)
+            if held is None or _faster(cand, held):
+                out[variant] = cand
+    if "int8" in out and ("fp32" not in out or not _faster(out["int8"], out["fp32"])):
         del out["int8"]
     return out
+
+
+def _faster(a: Candidate, b: Candidate) -> bool:
+    return a.ms_per_tweet * (1 + SPEED_MARGIN) <= b.ms_per_tweet
 
 
 def gate_markdown(figures: dict[str, Any]) -> str:
