@@ -9,7 +9,7 @@ passed the quality gate.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -19,7 +19,7 @@ import numpy as np
 from ops.errors import UserError
 from schemas.messages import Label
 from stream.artifact import ArtifactMeta, read_meta
-from stream.core.planning import Encoded
+from stream.core.planning import Encoded, plan_batches, plan_batches_by_cost
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -109,6 +109,18 @@ class OnnxBackend:
 
     def encode(self, texts: Sequence[str]) -> Encoded:
         return encode_texts(self.tokenizer, texts, self.max_length)
+
+    def iter_planned(
+        self, encoded: Encoded, batch_size: int, *, by_cost: bool = False
+    ) -> Iterator[tuple[list[int], list[list[int]]]]:
+        """As `SentimentModel.iter_planned`, so today's serving loop takes either backend."""
+        plan = (
+            plan_batches_by_cost(encoded.lengths, batch_size, self.call_overhead_tokens)
+            if by_cost
+            else plan_batches(encoded.lengths, batch_size)
+        )
+        for idx in plan:
+            yield idx, [encoded.input_ids[i] for i in idx]
 
     def forward_logits(self, batch_ids: Sequence[Sequence[int]]) -> np.ndarray:
         feeds = pad_batch(batch_ids, self.pad_id)

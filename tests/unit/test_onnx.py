@@ -87,6 +87,9 @@ def test_onnx_logits_match_torch_with_dynamic_padding(exported: Path) -> None:
     assert onnx.temperature == torch_model.temperature
     assert 0 < onnx.call_overhead_tokens < torch_model.call_overhead_tokens
     assert onnx.encode([]) == Encoded([])
+    planned = list(onnx.iter_planned(encoded, 4, by_cost=True))
+    assert sorted(i for idx, _ in planned for i in idx) == list(range(len(TEXTS)))
+    assert all(len(ids) <= 4 for _, ids in planned)
 
 
 def test_a_changed_file_is_refused_with_one_line(artifact_copy: Path) -> None:
