@@ -127,28 +127,38 @@ def _work(chunk: list[str]) -> tuple[int, float]:
     return len(chunk), time.process_time() - start
 
 
-def prep(config: TextSettings, raws: list[str], workers: int, chunk: int = 256) -> dict[str, Any]:
-    """Cold-cache preparation rate: wall tweets/s, and tweets per CPU-second (per core)."""
+def prep(
+    config: TextSettings, raws: list[str], workers: int, chunk: int = 250, rounds: int = 3
+) -> dict[str, Any]:
+    """Cold-cache preparation rate: wall tweets/s, and tweets per CPU-second (per core). Each
+    round starts fresh pipelines (empty caches); per chunk the least CPU time over the rounds
+    counts, since a neighbour's burst on a shared core only ever adds time."""
     chunks = [raws[i : i + chunk] for i in range(0, len(raws), chunk)]
-    if workers == 1:
-        _init_worker(config.model_dump_json())
-        start = time.perf_counter()
-        done = [_work(c) for c in chunks]
-        wall = time.perf_counter() - start
-    else:
-        with ProcessPoolExecutor(
-            workers, initializer=_init_worker, initargs=(config.model_dump_json(),)
-        ) as pool:
-            list(pool.map(_init_worker_noop, range(workers)))
+    best_cpu = [float("inf")] * len(chunks)
+    best_wall = float("inf")
+    for _ in range(rounds):
+        if workers == 1:
+            _init_worker(config.model_dump_json())
             start = time.perf_counter()
-            done = list(pool.map(_work, chunks))
+            done = [_work(c) for c in chunks]
             wall = time.perf_counter() - start
-    cpu = sum(seconds for _, seconds in done)
+        else:
+            with ProcessPoolExecutor(
+                workers, initializer=_init_worker, initargs=(config.model_dump_json(),)
+            ) as pool:
+                list(pool.map(_init_worker_noop, range(workers)))
+                start = time.perf_counter()
+                done = list(pool.map(_work, chunks))
+                wall = time.perf_counter() - start
+        best_wall = min(best_wall, wall)
+        best_cpu = [min(b, seconds) for b, (_, seconds) in zip(best_cpu, done, strict=True)]
+    cpu = sum(best_cpu)
     return {
         "workers": workers,
         "tweets": len(raws),
-        "wall_tweets_per_s": round(len(raws) / wall, 1),
-        "wall_tweets_per_s_per_worker": round(len(raws) / wall / workers, 1),
+        "rounds": rounds,
+        "wall_tweets_per_s": round(len(raws) / best_wall, 1),
+        "wall_tweets_per_s_per_worker": round(len(raws) / best_wall / workers, 1),
         "tweets_per_cpu_s": round(len(raws) / cpu, 1),
         "cpu_us_per_tweet": round(1e6 * cpu / len(raws), 1),
     }
@@ -235,6 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     prep_raws = raws[: args.prep_n]
     out["prep"] = [prep(meta.text, prep_raws, w) for w in (1, 2)]
+    out["prep_goal_tweets_per_s_per_core"] = 5000
     out["prep_distinct_share"] = round(len(set(prep_raws)) / len(prep_raws), 4)
     out["machine"]["load_after"] = list(os.getloadavg())
     args.out.mkdir(parents=True, exist_ok=True)
@@ -283,7 +294,8 @@ def markdown(r: dict[str, Any]) -> str:
     lines += [
         "",
         f"Preparation alone (cleaning + English filter, cold cache, "
-        f"{r['prep'][0]['tweets']} raw tweets, {r['prep_distinct_share']:.1%} distinct):",
+        f"{r['prep'][0]['tweets']} raw tweets, {r['prep_distinct_share']:.1%} distinct; best of "
+        f"{r['prep'][0]['rounds']} rounds, per chunk of 250 for CPU time):",
         "",
         "| workers | wall tweets/s | wall tweets/s per worker | tweets per CPU-second | "
         "CPU µs/tweet |",
