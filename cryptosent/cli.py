@@ -14,6 +14,7 @@ COMMAND_MODULES = (
     "data",
     "train",
     "evaluate",
+    "export",
     "broker",
     "serve",
     "replay",

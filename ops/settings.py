@@ -18,6 +18,8 @@ from schemas.text import TextConfig
 Device = Literal["auto", "cpu", "cuda"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 ProcessingGuarantee = Literal["at_least_once", "exactly_once"]
+# Which runtime serves an artifact; `auto` = torch on a GPU, else the artifact's gated ONNX file.
+BackendChoice = Literal["torch", "onnx", "onnx-int8", "auto"]
 
 _SECRET_HINTS = ("password", "secret", "token", "key.pem", "sasl.oauthbearer.config")
 
@@ -112,6 +114,7 @@ class ModelSettings(_Section):
     precision: Precision = "auto"
     batch_size: int = Field(default=64, ge=1, le=4096)
     max_length: int = Field(default=128, ge=8, le=512)
+    backend: BackendChoice = "auto"
 
 
 class InputFormat(_Section):

@@ -37,6 +37,21 @@ class DataFingerprint(BaseModel):
     rows: dict[str, int] = Field(default_factory=dict)
 
 
+class OnnxFile(BaseModel):
+    """An ONNX export shipped in the artifact, with the quality gate it passed against fp32 torch
+    on the test split (written by `cryptosent export` / the end of `cryptosent train`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    file: str
+    sha256: str
+    method: str
+    macro_f1: float
+    macro_f1_delta: float
+    agreement: float
+    gate_passed: bool
+
+
 class ArtifactMeta(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -54,6 +69,8 @@ class ArtifactMeta(BaseModel):
     library_versions: dict[str, str] = Field(default_factory=dict)
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     metrics: dict[str, Any] = Field(default_factory=dict)
+    # Keyed by variant ("fp32", "int8"); empty in artifacts written before ONNX export existed.
+    onnx: dict[str, OnnxFile] = Field(default_factory=dict)
 
     def label_of(self, index: int) -> Label:
         return self.labels[index]

@@ -334,6 +334,9 @@ def train_on(
             training=training,
             cross_domain_models=cross_domain_models() if cross_domain_models else None,
         )
+        from trainer.export import export_artifact, gate_inputs
+
+        meta = export_artifact(tmp, meta, gate_inputs(data), threads=cfg.num_threads or 1)
         write_meta(tmp, meta)
     return TrainOutcome(
         artifact=out,

@@ -76,6 +76,13 @@ def register(sub: Any) -> None:
     b.add_argument(
         "--linger-ms", dest="stream.batch_linger_ms", metavar="MS", type=int, default=None
     )
+    b.add_argument(
+        "--backend",
+        dest="model.backend",
+        choices=["auto", "torch", "onnx", "onnx-int8"],
+        default=None,
+        help="auto (default): torch on a GPU, else the artifact's gated ONNX int8/fp32 file",
+    )
     b.add_argument("--device", dest="model.device", choices=["auto", "cpu", "cuda"], default=None)
     b.add_argument(
         "--precision",
@@ -135,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     # Cheap checks first, so a typo fails in a second, not after the model loaded.
     meta = read_meta(settings.model.artifact_dir)
     ensure_topics(config, create=bool(args.create_topics))
-    backend = load_backend(settings.model)
+    backend = load_backend(settings.model, threads=settings.stream.torch_threads)
     log.info(
         "serve_starting",
         settings=settings.redacted(),

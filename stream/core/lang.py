@@ -25,10 +25,13 @@ same for either. Defaults tuned on the StockTwits $ETH posts (all English) and
 
 from __future__ import annotations
 
-import math
+import functools
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+import numpy as np
 
 from schemas.text import TextConfig
 
@@ -94,6 +97,19 @@ _LATIN_RANGES = (
 )
 
 
+# Any character `is_latin_letter` rejects (it accepts ASCII and the ranges above, contiguous
+# from 0x0000 to 0x02AF). One regex search per word instead of a Python call per character.
+_NON_LATIN = re.compile(
+    "[^\u0000-\u02af\u1d00-\u1dbf\u1e00-\u1eff\u2c60-\u2c7f\ua720-\ua7ff\uab30-\uab6f\uff21-\uff5a]"
+)
+_ASCII_LETTER = re.compile("[A-Za-z]")
+_ASCII_UPPER = re.compile("[A-Z]")
+
+
+def _all_latin(word: str) -> bool:
+    return word.isascii() or _NON_LATIN.search(word) is None
+
+
 def is_latin_letter(char: str) -> bool:
     code = ord(char)
     if code < 0x80:
@@ -118,14 +134,9 @@ class _Backend(Protocol):
         """Probabilities over the backend's languages, summing to 1; empty when undecidable."""
         ...
 
-
-def _softmax(scores: dict[str, float]) -> dict[str, float]:
-    if not scores:
-        return {}
-    top = max(scores.values())
-    exp = {k: math.exp(v - top) for k, v in scores.items()}
-    total = sum(exp.values())
-    return {k: v / total for k, v in exp.items()}
+    def summary(self, text: str) -> tuple[float, tuple[str | None, float]]:
+        """`_summarise` of `distribution(text)`: English-like mass, best non-English pool."""
+        ...
 
 
 class _Py3LangidBackend:
@@ -138,11 +149,61 @@ class _Py3LangidBackend:
         # would need a different threshold from langdetect's for the same behaviour.
         identifier: Any = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=False)
         identifier.set_languages(sorted(_PY3LANGID_CANDIDATES & set(identifier.labels)))
+        # The model ships float16; its scoring upcasts the gathered rows to float32 on every
+        # call. Upcasting once (exact, +36 MB) makes that step ~1.5x faster, same numbers.
+        identifier.nb_ptc = np.asarray(identifier.nb_ptc, dtype=np.float32)
         self._identifier = identifier
+        # `rank` keeps the first column of a label that appears twice (aliases); so do we.
+        first: dict[str, int] = {}
+        for i, lang in enumerate(identifier.nb_classes):
+            first.setdefault(str(lang), i)
+        self._langs = list(first)
+        self._columns = np.array(list(first.values()), dtype=np.intp)
+        # rank() sorts and builds a dict per call; its scoring step alone is half the cost.
+        self._decide = getattr(identifier, "_decide", None)
+        english_like = _ENGLISH_LIKE[self.name]
+        self._english = np.array([lang in english_like for lang in self._langs])
+        # `_summarise`'s pooling, precomputed: each non-English language in one group (its pool
+        # when two or more pool members are candidates, else alone), groups laid out
+        # contiguously so one reduceat sums them all.
+        position = {lang: i for i, lang in enumerate(self._langs)}
+        non_english = [lang for lang in self._langs if lang not in english_like]
+        groups: list[list[int]] = []
+        pooled: set[str] = set()
+        for pool in _POOLS[self.name]:
+            members = [lang for lang in non_english if lang in pool]
+            if len(members) >= 2:
+                groups.append([position[lang] for lang in members])
+                pooled.update(members)
+        groups.extend([position[lang]] for lang in non_english if lang not in pooled)
+        self._groups = groups
+        self._order = np.array([i for g in groups for i in g], dtype=np.intp)
+        self._starts = np.cumsum([0] + [len(g) for g in groups[:-1]]).astype(np.intp)
+
+    def _probabilities(self, text: str) -> np.ndarray:
+        if self._decide is not None:
+            scores = np.asarray(self._decide(text), dtype=np.float64)[self._columns]
+        else:
+            ranked = dict(self._identifier.rank(text))
+            scores = np.array([ranked[lang] for lang in self._langs], dtype=np.float64)
+        exp = np.exp(scores - scores.max())
+        probs: np.ndarray = exp / exp.sum()
+        return probs
 
     def distribution(self, text: str) -> dict[str, float]:
-        ranked: list[tuple[str, float]] = self._identifier.rank(text)
-        return _softmax({lang: float(score) for lang, score in ranked})
+        probs = self._probabilities(text).tolist()
+        return dict(zip(self._langs, probs, strict=True))
+
+    def summary(self, text: str) -> tuple[float, tuple[str | None, float]]:
+        probs = self._probabilities(text)
+        english = float(probs[self._english].sum())
+        if not self._groups:
+            return english, (None, 0.0)
+        totals = np.add.reduceat(probs[self._order], self._starts)
+        best = int(totals.argmax())
+        group = self._groups[best]
+        lang = self._langs[group[int(probs[group].argmax())]]
+        return english, (_RENAME.get(lang, lang), float(totals[best]))
 
 
 class _LangdetectBackend:
@@ -175,6 +236,9 @@ class _LangdetectBackend:
             return {}
         return {lang: p / total for lang, p in zip(langs, probs, strict=True)}
 
+    def summary(self, text: str) -> tuple[float, tuple[str | None, float]]:
+        return _summarise(self.name, self.distribution(text))
+
 
 class LanguageFilter:
     """Decides English or not for language views; the backend model loads on first use."""
@@ -182,6 +246,9 @@ class LanguageFilter:
     def __init__(self, config: TextConfig) -> None:
         self._config = config
         self._backend: _Backend | None = None
+        # Tweets that differ only in tickers, numbers, links or mentions share one view (~9 %
+        # of distinct StockTwits posts); the verdict is deterministic, so caching it is exact.
+        self._judge_cached = functools.lru_cache(maxsize=8192)(self._judge)
 
     @property
     def config(self) -> TextConfig:
@@ -198,21 +265,27 @@ class LanguageFilter:
         return backend
 
     def judge(self, text: str) -> LangVerdict:
+        return self._judge_cached(text)
+
+    def _judge(self, text: str) -> LangVerdict:
         cfg = self._config
         if cfg.lang_backend == "none":
             return LangVerdict(True, None, None, "disabled")
         text = " ".join(w for w in text.split() if w.lower() not in _JARGON)
-        letters = [c for c in text if c.isalpha()]
-        if not letters:
-            return LangVerdict(True, None, None, "no_letters")
-        non_latin = sum(1 for c in letters if not is_latin_letter(c))
-        by_script = non_latin >= cfg.lang_min_script_letters and non_latin * 2 > len(letters)
+        if text.isascii():
+            # Every ASCII character is Latin: no script rule, and letters only need to exist.
+            if _ASCII_LETTER.search(text) is None:
+                return LangVerdict(True, None, None, "no_letters")
+            by_script = False
+        else:
+            letters = [c for c in text if c.isalpha()]
+            if not letters:
+                return LangVerdict(True, None, None, "no_letters")
+            non_latin = sum(1 for c in letters if not is_latin_letter(c))
+            by_script = non_latin >= cfg.lang_min_script_letters and non_latin * 2 > len(letters)
         if not by_script and len(text) < cfg.lang_min_chars:
             return LangVerdict(True, None, None, "short")
-        backend = self._get_backend()
-        english, (language, confidence) = _summarise(
-            backend.name, backend.distribution(_model_view(text, by_script))
-        )
+        english, (language, confidence) = self._get_backend().summary(_model_view(text, by_script))
         if by_script:
             return LangVerdict(False, language, 1.0, "script")
         if language is not None and confidence >= cfg.lang_min_confidence:
@@ -224,12 +297,17 @@ class LanguageFilter:
 
 
 def _model_view(text: str, by_script: bool) -> str:
-    if not by_script:
+    if not by_script and not text.isascii():
         # A kaomoji ("༼ つ ◕_◕ ༽つ") or a stray foreign name in a Latin-script text would pull the
         # models towards its script's language; only the Latin words are the evidence.
-        text = " ".join(w for w in text.split() if all(is_latin_letter(c) for c in w))
-    upper = sum(1 for c in text if c.isupper())
-    if upper * 2 > sum(1 for c in text if c.isalpha()):
+        text = " ".join(w for w in text.split() if _all_latin(w))
+    if text.isascii():
+        upper = len(_ASCII_UPPER.findall(text))
+        alpha = len(_ASCII_LETTER.findall(text))
+    else:
+        upper = sum(1 for c in text if c.isupper())
+        alpha = sum(1 for c in text if c.isalpha())
+    if upper * 2 > alpha:
         # Shouting is common ("BUY BEFORE YOU MISS THE PAMP") and the models, trained on
         # mixed-case text, read upper-case English as German or Vietnamese.
         text = text.lower()

@@ -9,6 +9,7 @@ runs last, so a second pass finds nothing left to match.
 
 from __future__ import annotations
 
+import functools
 import html
 import re
 import unicodedata
@@ -24,6 +25,9 @@ if TYPE_CHECKING:
     from stream.core.lang import LanguageFilter
 
 __all__ = ["CleanResult", "TextPipeline"]
+
+# Entries in each pipeline's cache of raw text -> result (a few MB at tweet sizes).
+CACHE_SIZE = 8192
 
 # Lone surrogates (valid in a JSON string, invalid in UTF-8) and control characters other than
 # whitespace would make the cleaned text unencodable or invisible-but-different, whatever
@@ -47,6 +51,7 @@ _URL = re.compile(
     rf"|\b(?:[a-z0-9](?:[a-z0-9-]{{0,61}}[a-z0-9])?\.)+(?:{_WEAK_TLDS})/\S*",
     re.IGNORECASE,
 )
+_TLD_HINT = re.compile(rf"\.(?:{_STRONG_TLDS}|{_WEAK_TLDS})", re.IGNORECASE)
 # Unconditional: a handle glued to a word ("thanks@bob") is still a handle, never sentiment.
 _MENTION = re.compile(r"@\w+")
 _HASHTAG = re.compile(r"#(\w+)")
@@ -60,6 +65,12 @@ _ANY_CONTRACTION = re.compile(rf"(?<=\w)[{_APOSTROPHES}](?=\w)")
 _LINE_BREAKS = re.compile(r"\r\n?")
 _HAS_DIGIT = re.compile(r"\d")
 _NON_WORD = re.compile(r"[^\w\s]|_")
+
+
+def _may_hold_url(text: str) -> bool:
+    # A necessary condition for each alternative of _URL, ~10x cheaper to test than _URL itself,
+    # which backtracks at every word boundary (StockTwits' "$ETH.X" puts a dot in most posts).
+    return "://" in text or "www." in text.lower() or _TLD_HINT.search(text) is not None
 
 
 def _collapse(text: str) -> str:
@@ -131,6 +142,7 @@ class TextPipeline:
         # "Bitcoins") instead of splitting into a stray letter, but only for the apostrophes
         # the symbol pattern would remove anyway.
         removed = "".join(a for a in _APOSTROPHES if self._symbols.fullmatch(a))
+        self._removed_apostrophes = tuple(removed)
         self._contraction: re.Pattern[str] | None = (
             re.compile(rf"(?<=\w)[{re.escape(removed)}](?=\w)") if removed else None
         )
@@ -141,6 +153,9 @@ class TextPipeline:
             protect.append(_CASHTAG.pattern)
         self._protect = re.compile("|".join(protect)) if protect else None
         self._lang: LanguageFilter | None = None
+        # Retweets and bot posts repeat texts verbatim; the pipeline is deterministic, so a
+        # bounded cache of raw text -> result is exact. lru_cache is thread-safe.
+        self._process_cached = functools.lru_cache(maxsize=CACHE_SIZE)(self._process_one)
 
     @property
     def config(self) -> TextConfig:
@@ -153,30 +168,38 @@ class TextPipeline:
 
     def _clean(self, raw: str, *, want_lang_view: bool) -> _Cleaned:
         cfg = self._config
-        text = _UNSAFE.sub(" ", raw)
-        if cfg.unescape_html:
-            text = _unescape(text)
-            text = _UNSAFE.sub(" ", text)
+        # Every character _UNSAFE matches is unprintable; most tweets are printable throughout.
+        text = raw if raw.isprintable() else _UNSAFE.sub(" ", raw)
+        if cfg.unescape_html and "&" in text:
+            unescaped = _unescape(text)
+            if unescaped != text:
+                text = unescaped if unescaped.isprintable() else _UNSAFE.sub(" ", unescaped)
         # NFKC first so that full-width and "mathematical bold" look-alikes (common in spam and
         # shill tweets) are plain letters for every later pattern and for the tokenizer.
-        if cfg.unicode_normalization != "none":
+        # The `in` checks below skip a pattern that cannot match (each needs that character);
+        # they are exact and several times cheaper than a regex scan. ASCII is already NFKC.
+        if cfg.unicode_normalization != "none" and not text.isascii():
             text = unicodedata.normalize(cfg.unicode_normalization, text)
-        text = _collapse(_LINE_BREAKS.sub("\n", text))
+        if "\r" in text:
+            text = _LINE_BREAKS.sub("\n", text)
+        text = _collapse(text)
         # Links before mentions: a URL may contain "@" (medium.com/@user/post).
-        if cfg.remove_urls:
+        if cfg.remove_urls and _may_hold_url(text):
             text = _URL.sub(" ", text)
-        if cfg.remove_mentions:
+        if cfg.remove_mentions and "@" in text:
             text = _MENTION.sub(" ", text)
         lang_view = self._lang_view(text) if want_lang_view else ""
 
-        if cfg.hashtags == "strip_symbol":
-            text = _HASHTAG.sub(r" \1", text)
-        elif cfg.hashtags == "remove":
-            text = _HASHTAG.sub(" ", text)
-        if cfg.cashtags == "ticker":
-            text = _CASHTAG.sub(r" \1 ", text)
-        elif cfg.cashtags == "remove":
-            text = _CASHTAG.sub(" ", text)
+        if "#" in text:
+            if cfg.hashtags == "strip_symbol":
+                text = _HASHTAG.sub(r" \1", text)
+            elif cfg.hashtags == "remove":
+                text = _HASHTAG.sub(" ", text)
+        if "$" in text:
+            if cfg.cashtags == "ticker":
+                text = _CASHTAG.sub(r" \1 ", text)
+            elif cfg.cashtags == "remove":
+                text = _CASHTAG.sub(" ", text)
         if cfg.emojis != "keep":
             text = _replace_emoji(text, _emoji_words if cfg.emojis == "demojize" else _emoji_space)
         if cfg.lowercase:
@@ -184,13 +207,13 @@ class TextPipeline:
             # that the symbol pattern then removes, so a second pass finds nothing to change.
             text = text.lower()
         text = self._remove_symbols(text)
-        if cfg.unicode_normalization != "none":
+        if cfg.unicode_normalization != "none" and not text.isascii():
             # Removing an apostrophe can join two Hangul jamo into a composable pair.
             text = unicodedata.normalize(cfg.unicode_normalization, text)
         return _Cleaned(_collapse(text), lang_view)
 
     def _remove_symbols(self, text: str) -> str:
-        if self._contraction is not None:
+        if self._contraction is not None and any(a in text for a in self._removed_apostrophes):
             text = self._contraction.sub("", text)
         spans = self._protected_spans(text)
         if not spans:
@@ -226,10 +249,16 @@ class TextPipeline:
 
     @staticmethod
     def _lang_view(text: str) -> str:
-        text = _MENTION.sub(" ", _URL.sub(" ", text))
-        text = _ANY_CONTRACTION.sub("", text)
-        text = _HASHTAG.sub(" ", text)
-        text = _CASHTAG.sub(" ", text)
+        if _may_hold_url(text):
+            text = _URL.sub(" ", text)
+        if "@" in text:
+            text = _MENTION.sub(" ", text)
+        if not text.isascii() or "'" in text:
+            text = _ANY_CONTRACTION.sub("", text)
+        if "#" in text:
+            text = _HASHTAG.sub(" ", text)
+        if "$" in text:
+            text = _CASHTAG.sub(" ", text)
         # Emojis are symbols (So/Sk/Cf/Mn), never word characters, so the symbol pass drops them.
         words = _NON_WORD.sub(" ", text).split()
         return " ".join(w for w in words if not _HAS_DIGIT.search(w))
@@ -248,32 +277,39 @@ class TextPipeline:
         return self.process_batch([raw])[0]
 
     def process_batch(self, raws: Sequence[str]) -> list[CleanResult]:
+        return [self._process_cached(raw) for raw in raws]
+
+    def _process_one(self, raw: str) -> CleanResult:
         want_lang = self._config.lang_backend != "none"
-        cleaned = [self._clean(raw, want_lang_view=want_lang) for raw in raws]
-        results: list[CleanResult | None] = []
-        to_judge: list[int] = []
-        for i, item in enumerate(cleaned):
-            if not item.text:
-                results.append(CleanResult(None, SkipReason.EMPTY_AFTER_CLEANING, None))
-            elif len(item.text) < self._config.min_chars:
-                results.append(CleanResult(None, SkipReason.TOO_SHORT, None))
-            elif not want_lang:
-                results.append(CleanResult(item.text, None, None))
-            else:
-                results.append(None)
-                to_judge.append(i)
-        if to_judge:
-            verdicts = self.language_filter().judge_batch([cleaned[i].lang_view for i in to_judge])
-            for i, verdict in zip(to_judge, verdicts, strict=True):
-                if verdict.english:
-                    results[i] = CleanResult(cleaned[i].text, None, verdict.language)
-                else:
-                    results[i] = CleanResult(None, SkipReason.NON_ENGLISH, verdict.language)
-        return [r for r in results if r is not None]
+        item = self._clean(raw, want_lang_view=want_lang)
+        if not item.text:
+            return CleanResult(None, SkipReason.EMPTY_AFTER_CLEANING, None)
+        if len(item.text) < self._config.min_chars:
+            return CleanResult(None, SkipReason.TOO_SHORT, None)
+        if not want_lang:
+            return CleanResult(item.text, None, None)
+        verdict = self.language_filter().judge(item.lang_view)
+        if verdict.english:
+            return CleanResult(item.text, None, verdict.language)
+        return CleanResult(None, SkipReason.NON_ENGLISH, verdict.language)
+
+
+@functools.cache
+def _emoji_chars() -> frozenset[str]:
+    """Every non-ASCII character of any emoji sequence: a text with none of them holds no emoji
+    (no emoji is pure ASCII), so the per-character emoji tokenizer can be skipped exactly. A set,
+    not a regex: a character class of 1,400 astral characters scans ~100x slower."""
+    import emoji
+
+    return frozenset(c for key in emoji.EMOJI_DATA for c in key if not c.isascii())
+
+
+def _may_hold_emoji(text: str) -> bool:
+    return not text.isascii() and not _emoji_chars().isdisjoint(text)
 
 
 def _replace_emoji(text: str, replace: Callable[[str, dict[str, str]], str]) -> str:
-    if text.isascii():
+    if not _may_hold_emoji(text):
         # Every emoji is outside ASCII; the emoji tokenizer walks the text one character at a
         # time in Python, the slowest step of the pipeline by far.
         return text
@@ -284,7 +320,7 @@ def _replace_emoji(text: str, replace: Callable[[str, dict[str, str]], str]) -> 
 
 
 def _emoji_spans(text: str) -> list[tuple[int, int]]:
-    if text.isascii():
+    if not _may_hold_emoji(text):
         return []
     import emoji
 

@@ -16,8 +16,8 @@ def run(argv: list[str]) -> int:
     delay = float(argv[0])
     real = stream.backends.load_backend
 
-    def slow(model: Any) -> Any:
-        return SlowBackend(real(model), delay)
+    def slow(model: Any, **kwargs: Any) -> Any:
+        return SlowBackend(real(model, **kwargs), delay)
 
     stream.backends.load_backend = slow  # type: ignore[assignment]
     return main(argv[1:])
