@@ -44,6 +44,14 @@ class ReadyzPoller:
         return next((s for s, code in self.samples if s > t and code != 200), None)
 
 
+def _acked(serve: Proc) -> int | None:
+    """Stop serve (SIGTERM) and read what it says it delivered: tells a reader problem from a
+    serve problem when outputs are missing."""
+    serve.stop(60)
+    done = serve.named("shutdown")
+    return int(done[-1].get("outputs_acked", 0)) if done else None
+
+
 def _warnings(proc: Proc) -> dict[str, int]:
     return dict(Counter(str(e.get("event")) for e in proc.events if e.get("level") != "info"))
 
@@ -69,6 +77,8 @@ def broker_sigstop(
         wait_for(lambda: not replay.alive, messages / rate * 3 + 180, "the replay to finish")
         complete = h.collector.wait_complete(set(ids), timeout=240)
         poller.close()
+        alive = serve.alive
+        acked = _acked(serve)
         during = poller.between(hang_start + 1, hang_end)
         first = h.collector.first_after(hang_end)
         not_ready_at = poller.first_not_ready_after(hang_start)
@@ -77,8 +87,8 @@ def broker_sigstop(
             {
                 "hang_s": hang_s,
                 "serve_restarts": 0,
-                "serve_alive_after": serve.alive,
-                "serve_exit_code": serve.proc.returncode,
+                "serve_alive_after": alive,
+                "serve_outputs_acked": acked,
                 "recovery_s": rounded(None if first is None else first - hang_end),
                 "readyz_samples_during_hang": len(during),
                 "readyz_not_ready_during_hang": sum(1 for c in during if c != 200),
@@ -127,6 +137,8 @@ def broker_restart(
                 time.sleep(0.5)
             complete = False
         first = h.collector.first_after(up_at)
+        alive = serve.alive
+        acked = _acked(serve)
         result: dict[str, Any] = tally(ids, h.collector.snapshot())
         result.update(
             {
@@ -134,8 +146,9 @@ def broker_restart(
                 "broker_down_s": rounded(up_at - down_at),
                 "restart_at_s": rounded(down_at - t0),
                 "recovery_s": rounded(None if first is None else first - up_at),
-                "serve_alive_after": serve.alive,
+                "serve_alive_after": alive,
                 "serve_exit_code": serve.proc.returncode,
+                "serve_outputs_acked": acked,
                 "serve_stderr_errors": [
                     e.get("error") for e in serve.events if e.get("level") == "error"
                 ][:3],
@@ -144,6 +157,6 @@ def broker_restart(
                 "complete": complete,
             }
         )
-        if not serve.alive:
+        if not alive:
             result["serve_last_lines"] = serve.plain_lines[-3:]
         return result

@@ -31,7 +31,7 @@ def _kill_in_transaction(h: Harness, serve: Proc, full: int) -> tuple[float, boo
     batch's transaction opens at once and the kill lands while its records are produced. The
     moment comes from serve's own log lines, not from a test hook; whether the kill really hit
     an open transaction is proved afterwards from the aborted records it left behind."""
-    deadline = time.monotonic() + 30.0
+    deadline = time.monotonic() + _START_TIMEOUT_S
     while time.monotonic() < deadline and serve.alive:
         seen = serve.counts["batch_published"]
         try:
@@ -99,17 +99,19 @@ def kill9(
         restarted: list[Proc] = []
         for at in _schedule(h, kills, span):
             _wait_until(t0, at)
-            # Never kill a worker that has not produced since its own start: each kill must
-            # hit a working process, and its recovery is measured separately.
-            started = serve.started_at
-            wait_for(
-                lambda s=started: h.collector.first_after(s) is not None,
-                _START_TIMEOUT_S,
-                "the restarted worker's first output",
-            )
             if eos:
+                # Waits for this process's own full published batch, so it also never kills
+                # a worker that has not produced since its start.
                 kill_t, on_line = _kill_in_transaction(h, serve, batch_max_messages)
             else:
+                # Never kill a worker that has not produced since its own start: each kill
+                # must hit a working process, and its recovery is measured separately.
+                started = serve.started_at
+                wait_for(
+                    lambda s=started: h.collector.first_after(s) is not None,
+                    _START_TIMEOUT_S,
+                    "the restarted worker's first output",
+                )
                 kill_t, on_line = serve.kill9(), False
             events.append(
                 {"at_s": round(kill_t - t0, 2), "kill_t": kill_t, "on_full_batch": on_line}

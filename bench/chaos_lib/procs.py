@@ -61,7 +61,7 @@ class Proc:
         self.plain_lines: list[str] = []
         self._on_event = on_event
         self._lock = threading.Lock()
-        self._log = log_path.open("a", encoding="utf-8") if log_path else None
+        self._log = log_path.open("a", encoding="utf-8", buffering=1) if log_path else None
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "cryptosent", *args],
             cwd=ROOT,

@@ -150,24 +150,34 @@ def _produce(bootstrap: str, topic: str, plan: list[tuple[str, str]]) -> list[st
     return errors
 
 
-def malformed_mix(ctx: Ctx, *, rounds: int = 20, good_per_round: int = 10) -> dict[str, Any]:
+def malformed_mix(
+    ctx: Ctx,
+    *,
+    rounds: int = 20,
+    good_per_round: int = 10,
+    poison: bool = True,
+    session_timeout_ms: int | None = None,
+) -> dict[str, Any]:
     with Harness(ctx, "malformed_mix") as h:
         plan: list[tuple[str, str]] = []
         for r in range(rounds):
             plan += [(c, f"m-{c}-{r}") for c in MALFORMED if c != "good" and c not in POISON]
             plan += [("good", f"m-good-{r}-{g}") for g in range(good_per_round)]
         h.rng.shuffle(plan)
-        poison = [(c, f"m-{c}-{r}") for r in range(rounds) for c in POISON]
-        poison += [("good", f"m-good-after-{r}") for r in range(rounds)]
-        h.rng.shuffle(poison)
-        serve = h.serve("serve", group_id="malformed", instance_id="malformed-w1")
+        last = [(c, f"m-{c}-{r}") for r in range(rounds) for c in POISON if poison]
+        last += [("good", f"m-good-after-{r}") for r in range(rounds)]
+        h.rng.shuffle(last)
+        env = {}
+        if session_timeout_ms is not None:
+            env["CRYPTOSENT_STREAM__SESSION_TIMEOUT_MS"] = str(session_timeout_ms)
+        serve = h.serve("serve", env=env, group_id="malformed", instance_id="malformed-w1")
         serve.wait_event("rebalance", _START_TIMEOUT_S)
         errors = _produce(h.broker.bootstrap, h.topics["input"], plan)
         complete = h.collector.wait_complete({k for _, k in plan}, timeout=120)
         alive_before_poison = serve.alive
-        errors += _produce(h.broker.bootstrap, h.topics["input"], poison)
-        complete &= h.collector.wait_complete({k for _, k in poison}, timeout=60)
-        plan += poison
+        errors += _produce(h.broker.bootstrap, h.topics["input"], last)
+        complete &= h.collector.wait_complete({k for _, k in last}, timeout=60)
+        plan += last
         ids = [key for _, key in plan]
         records = h.collector.snapshot()
         by_id: dict[str, list[str]] = {}
