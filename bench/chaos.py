@@ -252,6 +252,14 @@ def render_md(doc: dict[str, Any]) -> str:
 
 def _details(s: dict[str, Any]) -> list[str]:
     out = []
+    for name in ("kill9_alo", "kill9_eos", "two_workers_kill"):
+        kills = s.get(name, {}).get("kill_events", [])
+        if kills:
+            phases = [(k.get("start_s"), k.get("join_s")) for k in kills]
+            out.append(
+                f"- {name}: per kill (process start: kill -> worker_started, group join: "
+                f"-> first assignment) {phases}."
+            )
     if "kill9_eos" in s and "kills_inside_open_txn" in s["kill9_eos"]:
         e = s["kill9_eos"]
         out.append(
@@ -290,7 +298,12 @@ def _details(s: dict[str, Any]) -> list[str]:
         )
     if "malformed_mix" in s and "per_class" in s["malformed_mix"]:
         m = s["malformed_mix"]
-        out.append(f"- malformed_mix: {m.get('classes')} classes; wrong: {m.get('wrong_classes')}.")
+        out.append(
+            f"- malformed_mix: {m.get('classes')} classes; wrong: {m.get('wrong_classes')}; "
+            f"serve alive before the poison class: {m.get('serve_alive_before_poison')}, "
+            f"after: {m.get('serve_alive')} (last: {m.get('serve_last_lines', [])[-1:]}). "
+            "`good` includes the inputs sent after the poison class."
+        )
         for cls, row in m["per_class"].items():
             out.append(f"  - {cls}: expected {row['expected']}, got {row['got']}")
     return [*out, ""] if out else []

@@ -26,12 +26,16 @@ def _wait_until(t0: float, at: float) -> None:
 
 
 def _kill_in_transaction(h: Harness, serve: Proc, full: int) -> tuple[float, bool]:
-    """Kill right after serve logs a published full micro-batch (DEBUG `batch_published`, which
-    follows its committed transaction): a full batch means a backlog, so the next finished
-    batch's transaction opens at once and the kill lands while its records are produced. The
-    moment comes from serve's own log lines, not from a test hook; whether the kill really hit
-    an open transaction is proved afterwards from the aborted records it left behind."""
+    """Kill while the next transaction is likely open. Serve logs `batch_published` (DEBUG)
+    right after a batch's transaction committed; after two full batches in a row (a backlog,
+    so the next batch is already computed) the next transaction begins at once, and its
+    records leave the producer after librdkafka's linger (5 ms): a kill 6-30 ms after the line
+    should find records of an open transaction on the broker. The moment comes from serve's
+    own log lines, not from a test hook; whether the kill really hit an open transaction is
+    proved afterwards from the records it left behind (aborted, or on a broker that leaks
+    them, visible)."""
     deadline = time.monotonic() + _START_TIMEOUT_S
+    fulls = 0
     while time.monotonic() < deadline and serve.alive:
         seen = serve.counts["batch_published"]
         try:
@@ -44,8 +48,9 @@ def _kill_in_transaction(h: Harness, serve: Proc, full: int) -> tuple[float, boo
         except ChaosError:
             continue
         last = serve.named("batch_published")[-1]
-        if int(last.get("size", 0)) >= full:
-            time.sleep(h.rng.uniform(0.0, 0.01))
+        fulls = fulls + 1 if int(last.get("size", 0)) >= full else 0
+        if fulls >= 2:
+            time.sleep(h.rng.uniform(0.006, 0.03))
             return serve.kill9(), True
     return serve.kill9(), False
 
