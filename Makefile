@@ -69,6 +69,13 @@ bench-stream: install
 bench-broker: install kafka-jars
 	$(BIN)/python bench/broker_semantics.py
 
+# Chaos suite (kill -9, broker hang/restart, soak, malformed input): bench/results/chaos.*
+# e.g. make chaos CHAOS_ARGS="--engine apache-kafka" or CHAOS_ARGS="--smoke".
+CHAOS_ARGS ?=
+.PHONY: chaos
+chaos: install
+	$(BIN)/python bench/chaos.py $(CHAOS_ARGS)
+
 bench-gpu:
 	bash bench/gpu.sh --device cpu --quick
 
