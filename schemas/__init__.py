@@ -1,6 +1,7 @@
 """Message schemas shared by the stream, its producers and its downstream subscribers."""
 
 from schemas.messages import (
+    DEAD_LETTER_SCHEMA_VERSION,
     SCHEMA_VERSION,
     DeadLetter,
     DeadLetterKind,
@@ -13,6 +14,7 @@ from schemas.messages import (
 )
 
 __all__ = [
+    "DEAD_LETTER_SCHEMA_VERSION",
     "SCHEMA_VERSION",
     "DeadLetter",
     "DeadLetterKind",

@@ -1,7 +1,8 @@
 """The `Alert` record published by `cryptosent alerts` on the alerts topic.
 
-Keyed by `alert_id` on the topic. The id is a pure function of (kind, window_s, window_start), so
-an alert re-published after a crash carries the same id and a consumer can drop the copy.
+Keyed by `alert_id` on the topic. The id is a pure function of (asset, kind, window_s,
+window_start), so an alert re-published after a crash carries the same id and a consumer can drop
+the copy.
 """
 
 from __future__ import annotations
@@ -33,7 +34,11 @@ class Alert(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     schema_version: int = SCHEMA_VERSION
-    alert_id: str = Field(description="hash of (kind, window_s, window_start): dedupe on it")
+    alert_id: str = Field(description="hash of (asset, kind, window_s, window_start): dedupe on it")
+    asset: str | None = Field(
+        default=None,
+        description="canonical ticker (e.g. ETH) of a per-asset index; null = all assets",
+    )
     kind: AlertKind
     direction: AlertDirection
     window_s: int = Field(gt=0, description="window length in seconds")

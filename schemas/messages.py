@@ -9,7 +9,11 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-SCHEMA_VERSION = 1
+# Version 1: the first records. Version 2 added `SentimentOut.assets` / `asset_map_version` and
+# `Alert.asset`, both optional with defaults, so a v2 reader reads v1 records unchanged; a record
+# says which version wrote it. DeadLetter did not change and stays at 1.
+SCHEMA_VERSION = 2
+DEAD_LETTER_SCHEMA_VERSION = 1
 
 
 class Label(StrEnum):
@@ -84,6 +88,11 @@ class SentimentOut(_Record):
     processed_time: datetime
     text: str | None = None
     reference_label: Label | None = None
+    # Canonical tickers the raw text names (cashtags, names, aliases), primary first; empty when
+    # it names none. Extracted for skipped records too: "which coin" does not need a label.
+    assets: list[str] = Field(default_factory=list)
+    # The asset map those tickers came from (`version` of the map file), null before v2.
+    asset_map_version: str | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> SentimentOut:
@@ -105,7 +114,7 @@ class SentimentOut(_Record):
 class DeadLetter(_Record):
     """An input the stream could not turn into a tweet; the original payload is kept verbatim."""
 
-    schema_version: int = SCHEMA_VERSION
+    schema_version: int = DEAD_LETTER_SCHEMA_VERSION
     error_kind: DeadLetterKind
     error_message: str
     # The payload as text when it decoded as UTF-8, otherwise base64 of the raw bytes.

@@ -100,7 +100,7 @@ def _writable(item: Inbound) -> None:
 @example(b"\xef\xbb\xbf{}", None)
 @example(b'{"id": 1, "text": "\\u0000"}', b"\xff")
 def test_decode_any_bytes_gives_one_outcome(value: bytes | None, key: bytes | None) -> None:
-    item = decode_message(FakeMessage(value, key), FMT, MAX_BYTES, now=NOW)
+    item = decode_message(FakeMessage(value, key), FMT, MAX_BYTES, now=NOW, timestamp_ms=None)
     _one_outcome(item)
     _writable(item)
 
@@ -113,7 +113,7 @@ def test_decode_any_json_object_gives_one_outcome(obj: dict[str, Any]) -> None:
         raw.decode("utf-8")
     except UnicodeDecodeError:
         raw = json.dumps(obj).encode()  # escaped; surrogates are covered by the test below
-    item = decode_message(FakeMessage(raw), FMT, MAX_BYTES, now=NOW)
+    item = decode_message(FakeMessage(raw), FMT, MAX_BYTES, now=NOW, timestamp_ms=None)
     _one_outcome(item)
     ok_id = isinstance(obj.get("id"), str | int) and not isinstance(obj.get("id"), bool)
     if item.tweet is not None:
@@ -130,7 +130,7 @@ def test_decode_valid_tweet_round_trips_text(text: str) -> None:
     if any(0xD800 <= ord(c) <= 0xDFFF for c in text):
         return
     raw = json.dumps({"id": "x1", "text": text}).encode()
-    item = decode_message(FakeMessage(raw), FMT, 1 << 20, now=NOW)
+    item = decode_message(FakeMessage(raw), FMT, 1 << 20, now=NOW, timestamp_ms=None)
     assert item.tweet is not None
     assert item.tweet.text == text
     _writable(item)
@@ -145,7 +145,7 @@ def test_decode_valid_tweet_round_trips_text(text: str) -> None:
     "payload", [b'{"id": "a", "text": "\\ud800 moon"}', b'{"id": "b", "text": "\\udfff"}']
 )
 def test_lone_surrogate_escape_gives_a_writable_outcome(payload: bytes) -> None:
-    item = decode_message(FakeMessage(payload), FMT, MAX_BYTES, now=NOW)
+    item = decode_message(FakeMessage(payload), FMT, MAX_BYTES, now=NOW, timestamp_ms=None)
     _one_outcome(item)
     _writable(item)
 
