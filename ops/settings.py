@@ -152,6 +152,13 @@ class StreamSettings(_Section):
     torch_threads: int | None = Field(default=None, ge=1, le=256)
 
 
+class AssetsSettings(_Section):
+    """Which coins a post names (docs/assets.md): serve, `data summary`, the training report."""
+
+    # A TOML asset map in the format of stream/core/assets_map.toml; None = the built-in map.
+    map_path: Path | None = None
+
+
 # The text pipeline's settings are a contract saved inside every artifact (schemas.text); the
 # old name stays for the code that configures training with it.
 TextSettings = TextConfig
@@ -318,6 +325,7 @@ class Settings(BaseSettings):
     topics: TopicsSettings = Field(default_factory=TopicsSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
     stream: StreamSettings = Field(default_factory=StreamSettings)
+    assets: AssetsSettings = Field(default_factory=AssetsSettings)
     text: TextConfig = Field(default_factory=TextConfig)
     data: DataSettings = Field(default_factory=DataSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)

@@ -164,9 +164,12 @@ def sentiment_record(
     model_version: str,
     include_text: bool,
     processed_time: datetime,
+    assets: Sequence[str] = (),
+    asset_map_version: str | None = None,
 ) -> SentimentOut:
     """The output for a tweet: classified when the pipeline kept it and `probs` (one per label,
-    in `labels` order) exist, skipped with the pipeline's reason otherwise."""
+    in `labels` order) exist, skipped with the pipeline's reason otherwise. `assets` (primary
+    first) and the map's version go into both."""
     tweet = item.tweet
     if tweet is None:
         raise ValueError("sentiment_record needs a decoded tweet")
@@ -182,6 +185,8 @@ def sentiment_record(
         "processed_time": processed_time,
         "text": tweet.text if include_text else None,
         "reference_label": tweet.label,
+        "assets": list(assets),
+        "asset_map_version": asset_map_version,
     }
     if clean.kept and clean.text and probs is not None:
         best = max(range(len(labels)), key=lambda i: probs[i])
