@@ -101,6 +101,14 @@ def register(sub: Any) -> None:
         default=None,
         help="CPU threads for inference (default: all cores; set it under a CPU limit)",
     )
+    t.add_argument(
+        "--output-key",
+        dest="stream.output_key",
+        choices=["tweet_id", "primary_asset", "asset_fanout"],
+        default=None,
+        help="key of output records: tweet_id (default, one per input), primary_asset, or "
+        "asset_fanout (one record per asset; docs/operations.md)",
+    )
     p.add_argument(
         "--asset-map",
         dest="assets.map_path",

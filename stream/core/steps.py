@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ops.settings import OutputKey
 from schemas.messages import DeadLetter, Label, SentimentOut
 from stream.core.assets import AssetExtractor
 from stream.core.planning import Encoded, plan_batches_by_cost, softmax
@@ -28,6 +29,7 @@ from stream.core.records import (
     OutRecord,
     TextPipelineLike,
     internal_error,
+    keyed_records,
     sentiment_record,
     to_out_record,
 )
@@ -170,9 +172,11 @@ def build_records(
     output_topic: str,
     dead_letter_topic: str,
     asset_map_version: str | None = None,
+    output_key: OutputKey = "tweet_id",
     now: datetime | None = None,
 ) -> list[OutRecord]:
-    """Exactly one record per input of the batch, in input order. Assets come from `prepare`;
+    """One record per input of the batch, in input order (with `output_key="asset_fanout"`, one
+    per asset of an input, the copies marked `fanout_copy`). Assets come from `prepare`;
     `asset_map_version` is the extractor's map version (None when none ran)."""
     processed = now or datetime.now(UTC)
     row_of = {item_idx: row for row, item_idx in enumerate(batch.kept)}
@@ -205,5 +209,7 @@ def build_records(
             assert bad.dead_letter is not None
             records.append(to_out_record(bad, bad.dead_letter, dead_letter_topic))
             continue
-        records.append(to_out_record(item, value, output_topic))
+        records.extend(
+            keyed_records(to_out_record(item, value, output_topic), value.assets, output_key)
+        )
     return records

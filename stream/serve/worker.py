@@ -162,6 +162,7 @@ class StreamWorker:
             batch_max_messages=self.batch_max,
             linger_ms=s.batch_linger_ms,
             asset_map_version=self.assets.version,
+            output_key=s.output_key,
         )
         self.started.set()
 
@@ -325,6 +326,7 @@ class StreamWorker:
             output_topic=cfg.topics.output,
             dead_letter_topic=cfg.topics.dead_letter,
             asset_map_version=self.assets.version,
+            output_key=cfg.stream.output_key,
         )
         self.metrics.batch_size.observe(len(batch.items))
         if batch.kept:
@@ -332,7 +334,8 @@ class StreamWorker:
         produced = self._delivery.publish(batch, records)
         if produced is None:
             return
-        self.health.outcomes(produced)
+        # Outcomes per input: a fanned-out input's extra records are outputs, not outcomes.
+        self.health.outcomes(r for r in produced if not r.fanout_copy)
         self.counters.batches += 1
         log.debug(
             "batch_published",
