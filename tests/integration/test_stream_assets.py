@@ -4,6 +4,7 @@ are in, and the downstream subscriber gets each wanted input once."""
 
 from __future__ import annotations
 
+import io
 import json
 import time
 import uuid
@@ -16,6 +17,7 @@ import pytest
 from ops.settings import KafkaSettings, OutputKey
 from schemas.messages import SentimentOut, Status
 from stream.apps.subscriber import SentimentSubscriber
+from stream.apps.tail import tail
 from stream.inference import SentimentModel, load_model
 from tests.integration.stream_helpers import (
     SESSION_TIMEOUT_MS,
@@ -159,7 +161,7 @@ def test_serve_keys_output_by_asset_and_counts_inputs_once(
     assert letter[1]["error_kind"] == "invalid_json"
 
 
-def test_subscriber_gets_each_wanted_input_once_from_a_fanned_out_topic(
+def test_subscriber_and_tail_get_each_wanted_input_once_from_a_fanned_out_topic(
     kafka_settings: KafkaSettings, make_topic: Callable[..., str], model: SentimentModel
 ) -> None:
     inp, out, dlq = make_topic("in"), make_topic("out", 3), make_topic("dlq")
@@ -195,3 +197,17 @@ def test_subscriber_gets_each_wanted_input_once_from_a_fanned_out_topic(
         sub.commit()
         assert sub.stats.invalid == 0
     assert sorted(got) == sorted(want)
+
+    printed = io.StringIO()
+    shown = tail(
+        kafka_settings,
+        out,
+        from_beginning=True,
+        timeout_s=5,
+        assets=["BTC"],
+        output_key="asset_fanout",
+        out=printed,
+    )
+    assert sorted(line.split()[0] for line in printed.getvalue().splitlines()) == sorted(want)
+    n_records = sum(max(1, len(assets)) for _, assets in POSTS)
+    assert (shown.total, shown.hidden) == (len(want), n_records - len(want))
