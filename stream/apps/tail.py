@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from ops.errors import UserError
 from ops.settings import KafkaSettings, OutputKey
 from schemas.messages import SentimentOut
-from stream.apps.subscriber import wanted
+from stream.core.records import wanted
 
 _TEXT_CHARS = 80
 _RAW_CHARS = 160
@@ -79,7 +79,7 @@ def asset_match(
     value: bytes | None, key: bytes | None, assets: frozenset[str], output_key: OutputKey
 ) -> bool:
     """Whether a record is a SentimentOut naming one of `assets`, and the copy of its input to
-    show (see `stream.apps.subscriber.wanted`). Never raises."""
+    show (see `stream.core.records.wanted`). Never raises."""
     if value is None:
         return False
     try:
