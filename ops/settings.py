@@ -18,6 +18,9 @@ from schemas.text import TextConfig
 Device = Literal["auto", "cpu", "cuda"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 ProcessingGuarantee = Literal["at_least_once", "exactly_once"]
+# The Kafka key of a SentimentOut: the tweet id (one record per input), its primary asset, or one
+# record per asset keyed by that asset (docs/operations.md, "Output keying").
+OutputKey = Literal["tweet_id", "primary_asset", "asset_fanout"]
 # Which runtime serves an artifact; `auto` = torch on a GPU, else the artifact's gated ONNX file.
 BackendChoice = Literal["torch", "onnx", "onnx-int8", "auto"]
 
@@ -143,6 +146,7 @@ class StreamSettings(_Section):
     max_poll_interval_ms: int = Field(default=300_000, ge=10_000)
     max_message_bytes: int = Field(default=64 * 1024, ge=256)
     include_text: bool = True
+    output_key: OutputKey = "tweet_id"
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     input_format: InputFormat = Field(default_factory=InputFormat)
     # Messages per micro-batch taken from Kafka; None = 8 x model.batch_size. Length bucketing
@@ -155,6 +159,13 @@ class StreamSettings(_Section):
     # Intra-op CPU threads for inference (torch.set_num_threads in the inference thread); None =
     # torch's default (every visible core), too many under a container CPU limit or a shared host.
     torch_threads: int | None = Field(default=None, ge=1, le=256)
+
+
+class AssetsSettings(_Section):
+    """Which coins a post names (docs/assets.md): serve, `data summary`, the training report."""
+
+    # A TOML asset map in the format of stream/core/assets_map.toml; None = the built-in map.
+    map_path: Path | None = None
 
 
 # The text pipeline's settings are a contract saved inside every artifact (schemas.text); the
@@ -388,6 +399,7 @@ class Settings(BaseSettings):
     topics: TopicsSettings = Field(default_factory=TopicsSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
     stream: StreamSettings = Field(default_factory=StreamSettings)
+    assets: AssetsSettings = Field(default_factory=AssetsSettings)
     text: TextConfig = Field(default_factory=TextConfig)
     data: DataSettings = Field(default_factory=DataSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)

@@ -101,6 +101,23 @@ def register(sub: Any) -> None:
         default=None,
         help="CPU threads for inference (default: all cores; set it under a CPU limit)",
     )
+    t.add_argument(
+        "--output-key",
+        dest="stream.output_key",
+        choices=["tweet_id", "primary_asset", "asset_fanout"],
+        default=None,
+        help="key of output records: tweet_id (default, one per input), primary_asset, or "
+        "asset_fanout (one record per asset; docs/operations.md)",
+    )
+    p.add_argument(
+        "--asset-map",
+        dest="assets.map_path",
+        metavar="TOML",
+        type=Path,
+        default=None,
+        help="asset map for the `assets` of each record (default: the built-in map; "
+        "docs/assets.md)",
+    )
     o = p.add_argument_group("operations")
     o.add_argument("--metrics-host", dest="stream.metrics_host", metavar="HOST", default=None)
     o.add_argument(
@@ -141,6 +158,7 @@ def run(args: argparse.Namespace) -> int:
     config = ServeConfig.of(settings)
     # Cheap checks first, so a typo fails in a second, not after the model loaded.
     meta = read_meta(settings.model.artifact_dir)
+    assets = config.asset_extractor()
     ensure_topics(config, create=bool(args.create_topics))
     backend = load_backend(settings.model, threads=settings.stream.torch_threads)
     log.info(
@@ -148,6 +166,7 @@ def run(args: argparse.Namespace) -> int:
         settings=settings.redacted(),
         model_version=backend.model_version,
         backend=backend.name,
+        asset_map_version=assets.version,
     )
     worker = StreamWorker(
         config,
@@ -156,6 +175,7 @@ def run(args: argparse.Namespace) -> int:
         TextPipeline(meta.text),
         max_messages=args.max_messages,
         idle_exit_s=args.idle_exit_s,
+        assets=assets,
     )
     try:
         worker.run(stop)

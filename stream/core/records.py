@@ -7,12 +7,14 @@ the producer, is built by `make_dead_letter`; `Outcome` tells the shell how to c
 from __future__ import annotations
 
 import base64
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
+from ops.settings import OutputKey
 from schemas.messages import (
     DeadLetter,
     DeadLetterKind,
@@ -91,6 +93,9 @@ class OutRecord:
     detail: str
     # A dead letter's error message, for the one log line every dead letter gets.
     reason: str = ""
+    # A second or later record of an input fanned out per asset: delivered like any record, but
+    # the input's outcome is counted once, on its first record.
+    fanout_copy: bool = False
 
     @property
     def tp(self) -> TopicPartitionKey:
@@ -164,9 +169,12 @@ def sentiment_record(
     model_version: str,
     include_text: bool,
     processed_time: datetime,
+    assets: Sequence[str] = (),
+    asset_map_version: str | None = None,
 ) -> SentimentOut:
     """The output for a tweet: classified when the pipeline kept it and `probs` (one per label,
-    in `labels` order) exist, skipped with the pipeline's reason otherwise."""
+    in `labels` order) exist, skipped with the pipeline's reason otherwise. `assets` (primary
+    first) and the map's version go into both."""
     tweet = item.tweet
     if tweet is None:
         raise ValueError("sentiment_record needs a decoded tweet")
@@ -182,6 +190,8 @@ def sentiment_record(
         "processed_time": processed_time,
         "text": tweet.text if include_text else None,
         "reference_label": tweet.label,
+        "assets": list(assets),
+        "asset_map_version": asset_map_version,
     }
     if clean.kept and clean.text and probs is not None:
         best = max(range(len(labels)), key=lambda i: probs[i])
@@ -223,6 +233,24 @@ def to_out_record(item: Inbound, value: SentimentOut | DeadLetter, topic: str) -
     )
 
 
+def keyed_records(
+    record: OutRecord, assets: Sequence[str], output_key: OutputKey
+) -> list[OutRecord]:
+    """A SentimentOut record re-keyed by `output_key`: `tweet_id`
+    leaves it; `primary_asset` keys it by `assets[0]`; `asset_fanout` makes one record per
+    asset, each keyed by its asset, with the same value. A record without assets keeps its tweet
+    id key in every mode, so every input still has an output (and no-asset posts do not all land
+    on one partition)."""
+    if output_key == "tweet_id" or not assets:
+        return [record]
+    if output_key == "primary_asset":
+        return [dataclasses.replace(record, key=assets[0].encode("utf-8"))]
+    return [
+        dataclasses.replace(record, key=asset.encode("utf-8"), fanout_copy=n > 0)
+        for n, asset in enumerate(assets)
+    ]
+
+
 def too_large_record(
     record: OutRecord, dead_letter_topic: str, now: datetime | None = None
 ) -> OutRecord:
@@ -246,4 +274,5 @@ def too_large_record(
         outcome=Outcome.TOO_LARGE,
         detail=str(DeadLetterKind.OVERSIZED),
         reason="output too large",
+        fanout_copy=record.fanout_copy,
     )

@@ -1,6 +1,6 @@
 """The per-micro-batch work of `serve`, as pure steps over a `Batch`:
 
-    prepare        clean -> tokenize -> length-plan        (CPU; one batch ahead of the device)
+    prepare        assets -> clean -> tokenize -> length-plan   (CPU; one batch ahead of the device)
     infer          forward passes -> calibrated softmax    (the backend)
     build_records  exactly one `OutRecord` per input, in input order
 
@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ops.settings import OutputKey
 from schemas.messages import DeadLetter, Label, SentimentOut
+from stream.core.assets import AssetExtractor
 from stream.core.planning import Encoded, plan_batches_by_cost, softmax
 from stream.core.records import (
     CleanResultLike,
@@ -27,6 +29,7 @@ from stream.core.records import (
     OutRecord,
     TextPipelineLike,
     internal_error,
+    keyed_records,
     sentiment_record,
     to_out_record,
 )
@@ -50,6 +53,7 @@ class Batch:
     encoded: Encoded = field(default_factory=lambda: Encoded([]))
     plan: list[tuple[list[int], list[list[int]]]] = field(default_factory=list)
     probs: np.ndarray | None = None  # rows aligned with `kept`
+    assets: dict[int, list[str]] = field(default_factory=dict)  # item index -> tickers
     prep_seconds: float = 0.0
     inference_seconds: float = 0.0
     error: BaseException | None = None
@@ -57,11 +61,31 @@ class Batch:
     notes: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
 
-def prepare(batch: Batch, pipeline: TextPipelineLike, backend: Backend, batch_size: int) -> Batch:
-    """Clean, tokenize and length-plan a batch (`plan_batches_by_cost` with the backend's call
-    overhead). A pipeline or tokenizer exception on the whole batch is retried item by item so
-    that one poisonous text becomes one INTERNAL_ERROR dead letter instead of stopping the
-    stream."""
+def find_assets(batch: Batch, extractor: AssetExtractor) -> None:
+    """Each tweet's assets, from its RAW text: the text pipeline strips the `$` of a cashtag,
+    after which `$LINK` and "link" look alike (docs/assets.md)."""
+    for i, item in enumerate(batch.items):
+        if item.tweet is None:
+            continue
+        try:
+            batch.assets[i] = extractor.extract(item.tweet.text)
+        except Exception as exc:
+            batch.items[i] = internal_error(item, f"asset extraction failed: {exc!r}")
+
+
+def prepare(
+    batch: Batch,
+    pipeline: TextPipelineLike,
+    backend: Backend,
+    batch_size: int,
+    extractor: AssetExtractor | None = None,
+) -> Batch:
+    """Extract assets (with `extractor`), clean, tokenize and length-plan a batch
+    (`plan_batches_by_cost` with the backend's call overhead). A pipeline or tokenizer exception
+    on the whole batch is retried item by item so that one poisonous text becomes one
+    INTERNAL_ERROR dead letter instead of stopping the stream."""
+    if extractor is not None:
+        find_assets(batch, extractor)
     tweet_idx = [i for i, item in enumerate(batch.items) if item.tweet is not None]
     texts = [batch.items[i].tweet.text for i in tweet_idx]  # type: ignore[union-attr]
     try:
@@ -147,9 +171,13 @@ def build_records(
     include_text: bool,
     output_topic: str,
     dead_letter_topic: str,
+    asset_map_version: str | None = None,
+    output_key: OutputKey = "tweet_id",
     now: datetime | None = None,
 ) -> list[OutRecord]:
-    """Exactly one record per input of the batch, in input order."""
+    """One record per input of the batch, in input order (with `output_key="asset_fanout"`, one
+    per asset of an input, the copies marked `fanout_copy`). Assets come from `prepare`;
+    `asset_map_version` is the extractor's map version (None when none ran)."""
     processed = now or datetime.now(UTC)
     row_of = {item_idx: row for row, item_idx in enumerate(batch.kept)}
     probs = batch.probs
@@ -173,11 +201,15 @@ def build_records(
                 model_version=model_version,
                 include_text=include_text,
                 processed_time=processed,
+                assets=batch.assets.get(i, ()),
+                asset_map_version=asset_map_version,
             )
         except Exception as exc:
             bad = internal_error(item, f"cannot build the output record: {exc!r}", processed)
             assert bad.dead_letter is not None
             records.append(to_out_record(bad, bad.dead_letter, dead_letter_topic))
             continue
-        records.append(to_out_record(item, value, output_topic))
+        records.extend(
+            keyed_records(to_out_record(item, value, output_topic), value.assets, output_key)
+        )
     return records

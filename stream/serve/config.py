@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import KafkaError, TopicPartition
@@ -20,7 +20,15 @@ from ops.kafka import (
     producer_config,
 )
 from ops.logging import get_logger
-from ops.settings import KafkaSettings, ModelSettings, Settings, StreamSettings, TopicsSettings
+from ops.settings import (
+    AssetsSettings,
+    KafkaSettings,
+    ModelSettings,
+    Settings,
+    StreamSettings,
+    TopicsSettings,
+)
+from stream.core.assets import AssetExtractor, load_asset_map
 from stream.core.batching import micro_batch_size
 from stream.serve.delivery import AtLeastOnce
 from stream.serve.health import Health
@@ -31,16 +39,24 @@ log = get_logger("stream.serve")
 
 @dataclass(frozen=True)
 class ServeConfig:
-    """kafka + topics + stream + model: everything `serve` reads of the settings tree."""
+    """kafka + topics + stream + model + assets: everything `serve` reads of the settings
+    tree."""
 
     kafka: KafkaSettings
     topics: TopicsSettings
     stream: StreamSettings
     model: ModelSettings
+    assets: AssetsSettings = field(default_factory=AssetsSettings)
 
     @classmethod
     def of(cls, settings: Settings) -> ServeConfig:
-        return cls(settings.kafka, settings.topics, settings.stream, settings.model)
+        return cls(
+            settings.kafka, settings.topics, settings.stream, settings.model, settings.assets
+        )
+
+    def asset_extractor(self) -> AssetExtractor:
+        """The configured asset map, loaded and compiled once; a bad map file is a UserError."""
+        return AssetExtractor(load_asset_map(self.assets.map_path))
 
     @property
     def exactly_once(self) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections import Counter
 from collections.abc import Callable
 
 from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
@@ -88,6 +89,9 @@ class AtLeastOnce:
         self.tracker = OffsetTracker()
         self.commit_interval_s = commit_interval_s
         self._retry: list[tuple[OutRecord, int]] = []
+        # Records not yet acknowledged per input, when an input has several (asset fan-out): its
+        # offset is acknowledged only with its last record.
+        self._unacked: dict[tuple[TopicPartitionKey, int], int] = {}
         self._fatal: BaseException | None = None
         self._last_commit_at = time.monotonic()
 
@@ -99,6 +103,10 @@ class AtLeastOnce:
         self.tracker.track(item.tp, item.offset)
 
     def publish(self, batch: Batch, records: list[OutRecord]) -> list[OutRecord]:
+        if any(record.fanout_copy for record in records):
+            per_input = Counter((record.tp, record.source.offset) for record in records)
+            # Set, not added: a redelivered input starts its count afresh.
+            self._unacked.update({k: n for k, n in per_input.items() if n > 1})
         return [self._send(record, 1) for record in records]
 
     def _send(self, record: OutRecord, attempt: int) -> OutRecord:
@@ -123,8 +131,13 @@ class AtLeastOnce:
             else:
                 self._retry.append((record, attempt + 1))
             return
-        self.tracker.ack(record.tp, record.source.offset)
         self.health.acked((record,))
+        key = (record.tp, record.source.offset)
+        left = self._unacked.pop(key, 1) - 1
+        if left > 0:
+            self._unacked[key] = left
+            return
+        self.tracker.ack(record.tp, record.source.offset)
 
     def service(self, *, commit: bool) -> None:
         """One turn of the loop: delivery reports, retries, a periodic asynchronous commit."""
@@ -195,6 +208,8 @@ class AtLeastOnce:
                 self.flush()
             self.commit(sync=True, tps=tps)
         self.tracker.revoke(tps)
+        for key in [k for k in self._unacked if k[0] in tps]:
+            del self._unacked[key]
 
     def finish(self) -> None:
         """Graceful end: every output delivered, every delivered input committed."""

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from ops.logging import get_logger
 from stream.backends.base import Backend
 from stream.core import TextPipelineLike
+from stream.core.assets import AssetExtractor
 from stream.core.steps import Batch, infer, prepare
 
 log = get_logger("stream.serve")
@@ -72,11 +73,19 @@ class BatchPipeline:
         backend: Backend,
         batch_size: int,
         threads: int | None = None,
+        extractor: AssetExtractor | None = None,
     ) -> BatchPipeline:
-        """The serving pipeline: `prepare` with the artifact's text pipeline, `infer` on the
-        backend, whose inference thread is initialised with `threads`."""
+        """The serving pipeline: `prepare` with the artifact's text pipeline (and the asset
+        extractor), `infer` on the backend, whose inference thread is initialised with
+        `threads`."""
         return cls(
-            functools.partial(prepare, pipeline=pipeline, backend=backend, batch_size=batch_size),
+            functools.partial(
+                prepare,
+                pipeline=pipeline,
+                backend=backend,
+                batch_size=batch_size,
+                extractor=extractor,
+            ),
             functools.partial(infer, backend=backend),
             max_in_flight=2,
             infer_thread_init=functools.partial(backend.init_thread, threads),

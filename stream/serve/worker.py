@@ -36,6 +36,7 @@ from ops.kafka import (
 from ops.logging import get_logger
 from stream.backends.base import Backend
 from stream.core import Inbound, MicroBatcher, TextPipelineLike, TopicPartitionKey, decode_message
+from stream.core.assets import AssetExtractor
 from stream.core.steps import Batch, build_records
 from stream.serve.config import ServeConfig, ensure_topics, open_clients
 from stream.serve.delivery import AtLeastOnce, StreamError
@@ -70,8 +71,11 @@ class StreamWorker:
         serve_http: bool = True,
         latency_observer: Callable[[float], None] | None = None,
         clients: ClientFactory | None = None,
+        assets: AssetExtractor | None = None,
     ) -> None:
         self.config = config
+        # Loaded here when the caller did not, so a bad map fails before anything connects.
+        self.assets = assets or config.asset_extractor()
         self.backend = backend
         self.text_pipeline = pipeline
         self.max_messages = max_messages
@@ -139,7 +143,11 @@ class StreamWorker:
             on_lost=self.partitions.on_lost,
         )
         self._pipeline = BatchPipeline.for_backend(
-            self.text_pipeline, self.backend, cfg.model.batch_size, s.torch_threads
+            self.text_pipeline,
+            self.backend,
+            cfg.model.batch_size,
+            s.torch_threads,
+            extractor=self.assets,
         )
         log.info(
             "worker_started",
@@ -153,6 +161,8 @@ class StreamWorker:
             batch_size=cfg.model.batch_size,
             batch_max_messages=self.batch_max,
             linger_ms=s.batch_linger_ms,
+            asset_map_version=self.assets.version,
+            output_key=s.output_key,
         )
         self.started.set()
 
@@ -315,6 +325,8 @@ class StreamWorker:
             include_text=cfg.stream.include_text,
             output_topic=cfg.topics.output,
             dead_letter_topic=cfg.topics.dead_letter,
+            asset_map_version=self.assets.version,
+            output_key=cfg.stream.output_key,
         )
         self.metrics.batch_size.observe(len(batch.items))
         if batch.kept:
@@ -322,7 +334,8 @@ class StreamWorker:
         produced = self._delivery.publish(batch, records)
         if produced is None:
             return
-        self.health.outcomes(produced)
+        # Outcomes per input: a fanned-out input's extra records are outputs, not outcomes.
+        self.health.outcomes(r for r in produced if not r.fanout_copy)
         self.counters.batches += 1
         log.debug(
             "batch_published",
