@@ -57,6 +57,16 @@ class Observation:
         )
 
 
+def is_fanout_copy(key: bytes | None, record: SentimentOut) -> bool:
+    """A second or later copy of one input under `stream.output_key=asset_fanout`: the same value
+    keyed by another of its assets. An index counts each input once, on the copy keyed by the
+    primary asset (or the tweet id, as every other keying has it)."""
+    if not record.assets or key is None:
+        return False
+    text = key.decode("utf-8", "replace")
+    return text != record.assets[0] and text != record.id
+
+
 @dataclass(slots=True)
 class WindowStats:
     window_s: int

@@ -189,7 +189,7 @@ def test_each_asset_has_its_own_rule_state() -> None:
 # -- the shell ---------------------------------------------------------------------------------
 
 
-def out(off: int, t: float, positive: bool, *assets: str) -> Msg:
+def out(off: int, t: float, positive: bool, *assets: str, key: str | None = None) -> Msg:
     rec = SentimentOut(
         id=f"r{off}",
         status=Status.CLASSIFIED,
@@ -202,7 +202,7 @@ def out(off: int, t: float, positive: bool, *assets: str) -> Msg:
         processed_time=NOW,
         assets=list(assets),
     )
-    return Msg(0, off, rec.model_dump_json().encode())
+    return Msg(0, off, rec.model_dump_json().encode(), k=(key or rec.id).encode())
 
 
 def test_assignment_publishes_per_asset_alerts_and_drops_what_left_the_top_n() -> None:
@@ -253,6 +253,33 @@ def test_assignment_publishes_per_asset_alerts_and_drops_what_left_the_top_n() -
         for s in m.samples
     }
     assert "ETH" not in {asset for asset, _ in a.rules._history}
+
+
+def test_fanned_out_copies_count_once() -> None:
+    cfg = AlertsSettings(windows_s=[60], allowed_lateness_s=0, assets={"tickers": ["BTC"]})
+    stats = AlertsStats()
+    a = Assignment(
+        cfg,
+        [0],
+        {},
+        cutoff_ms=0,
+        publisher=publisher(stats),
+        stats=stats,
+        metrics=AlertsMetrics(CollectorRegistry()),
+        pause=Calls().paused.append,
+        resume=Calls().resumed.append,
+    )
+    # asset_fanout: one value, keyed ETH then BTC; primary_asset / tweet_id keys count too.
+    a.receive(out(0, T0 + 1, True, "ETH", "BTC", key="ETH"))
+    a.receive(out(1, T0 + 1, True, "ETH", "BTC", key="BTC"))
+    a.receive(out(2, T0 + 2, True, "BTC", "ETH", key="BTC"))
+    a.receive(out(3, T0 + 3, True, "BTC"))
+    a.receive(out(4, T0 + 61, True))
+    assert (stats.counted, stats.fanout_copies) == (4, 1)
+    closed: list[WindowStats] = []
+    a.on_window = closed.append
+    a.close_windows()
+    assert [(w.asset, w.classified) for w in closed] == [(None, 3), ("BTC", 2), ("ETH", 1)]
 
 
 def alerts_of(producer: FakeProducer) -> list[Any]:

@@ -20,7 +20,13 @@ from schemas.messages import SentimentOut
 from stream.apps.alerts.metrics import ALL_ASSETS, AlertsMetrics, AlertsStats
 from stream.apps.alerts.publisher import AlertPublisher
 from stream.core.rules import AlertRules, build_alert
-from stream.core.windows import AssetScope, Observation, SentimentIndex, WindowStats
+from stream.core.windows import (
+    AssetScope,
+    Observation,
+    SentimentIndex,
+    WindowStats,
+    is_fanout_copy,
+)
 
 log = get_logger(__name__)
 
@@ -140,6 +146,10 @@ class Assignment:
                 offset=offset,
                 error=str(exc).splitlines()[0],
             )
+            return
+        if is_fanout_copy(msg.key(), record):
+            self.stats.fanout_copies += 1
+            self.metrics.records.labels("fanout_copy").inc()
             return
         dropped = self.index.add(Observation.from_record(record), partition)
         if dropped:

@@ -24,6 +24,8 @@ class AlertsStats:
     counted: int = 0
     before_lookback: int = 0
     invalid: int = 0
+    # Second and later copies of an input fanned out per asset (stream.output_key), not counted.
+    fanout_copies: int = 0
     dropped_late: int = 0
     windows_closed: int = 0
     fired: int = 0
