@@ -345,6 +345,9 @@ class DashboardSettings(_Section):
     rolling_s: int = Field(default=60, ge=1, le=86_400)
     max_points: int = Field(default=360, ge=10, le=10_000)
     push_interval_s: float = Field(default=1.0, gt=0, le=60)
+    # Assets with a view of their own (the selector); past it, the least recently active one
+    # makes room. Records count for assets as `alerts.assets.attribution` says.
+    max_assets: int = Field(default=20, ge=1, le=200)
 
 
 class DemoSettings(_Section):
