@@ -238,6 +238,9 @@ class Assignment:
                 self.stats.windows_closed += 1
                 label = str(window.window_s)
                 asset = window.asset or ALL_ASSETS
+                if window.asset is not None:
+                    # Even one admitted and re-ranked out within this call: its gauges go too.
+                    self._tracked.add(window.asset)
                 self.metrics.windows.labels(label).inc()
                 ratio = window.bullish_ratio
                 self.metrics.ratio.labels(label, asset).set(
