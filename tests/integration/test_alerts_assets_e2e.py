@@ -1,7 +1,8 @@
 """Per-asset alerts end to end (issue 12): replay a CSV -> serve (the tiny BERT's tokenizer and
 text pipeline, labels decided by a word) -> output topic with `assets` -> `cryptosent alerts`
 -> alerts topic. An ETH-only sentiment shift fires an ETH alert and none for BTC (nor for all
-assets, whose ratio stays under the threshold).
+assets, whose ratio stays under the threshold); a second `alerts` with a fresh group re-derives
+it and does not publish it again (its id, asset included, is read back from the alerts topic).
 
 Deterministic: the labels come from `WordLabels` (bullish/bearish in the text), the event times
 from the CSV's created_at (`replay --keep-event-time`), and the watermark is pushed by one last
@@ -176,3 +177,18 @@ def test_eth_only_shift_fires_eth_alerts_and_none_for_btc(
     assert (eth.volume, eth.bullish_ratio) == (PER_ASSET, pytest.approx(0.9))
     assert service.stats.assets == ["BTC", "ETH"]  # BTC pinned and judged: no alert
     assert service.stats.dropped_late == 0
+
+    # A fresh group re-derives the ETH alert from the look-back; its id (asset included) is read
+    # back from the alerts topic, so it is not published again.
+    fresh = settings.alerts.model_copy(update={"group_id": f"alerts-{uuid.uuid4().hex[:8]}"})
+    again = AlertsService(fresh, settings.kafka, settings.topics)
+    stop_again = threading.Event()
+    thread = threading.Thread(target=again.run, args=(stop_again,), daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: again.stats.suppressed_duplicate >= 1, 60, "the re-derived ETH alert")
+    finally:
+        stop_again.set()
+        thread.join(30)
+    assert (again.stats.fired, again.stats.suppressed_duplicate) == (0, 1)
+    assert len(read_all(kafka_settings, alerts)) == 1
