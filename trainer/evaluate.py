@@ -59,6 +59,7 @@ def evaluate_trained(
     *,
     training: dict[str, Any] | None = None,
     cross_domain_models: list[dict[str, Any]] | None = None,
+    asset_distribution: dict[str, Any] | None = None,
 ) -> tuple[ArtifactMeta, dict[str, Any]]:
     """Score a freshly written artifact on the test split and write `<artifact>/report/`.
 
@@ -78,6 +79,8 @@ def evaluate_trained(
     val_metrics = model_metrics(val_y, val_logits, temperature)
     baseline = run_baseline(data.train, data.val, data.test, seed=cfg.seed)
     extra: dict[str, Any] = {"validation": _summary(val_metrics)}
+    if asset_distribution is not None:
+        extra["asset_distribution"] = asset_distribution
     if len(data.sources) > 1:
         extra.update(
             _multi_source(

@@ -17,6 +17,7 @@ from stream.core.planning import softmax
 from trainer.calibration import DEFAULT_BINS, reliability_bins
 from trainer.crossdomain import cross_domain_markdown, per_source_markdown
 from trainer.metrics import LABELS, NEGATIVE, POSITIVE, majority_accuracy
+from trainer.report_assets import asset_markdown
 
 METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.md"
@@ -197,6 +198,8 @@ def _markdown(p: dict[str, Any]) -> str:
     if splits:
         out += _table(["split", "rows"], [[k, str(v)] for k, v in splits.items()])
         out.append("")
+    if p.get("asset_distribution"):
+        out += asset_markdown(p["asset_distribution"])
     training: dict[str, Any] | None = p.get("training")
     if training:
         out += ["## Training", ""]

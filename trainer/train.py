@@ -178,6 +178,9 @@ def train(
     resolve_base_model(cfg.base_model)
     data = load_splits(sources, settings, max_samples=cfg.max_samples)
     _check_trainable(data)
+    from trainer.report_assets import sources_asset_distribution
+
+    assets = sources_asset_distribution(sources, settings)
     models: Callable[[], list[dict[str, Any]]] | None = None
     if cross_domain and len(data.sources) > 1:
         from trainer.crossdomain import cross_domain_models
@@ -186,7 +189,13 @@ def train(
             settings, data, progress=progress, workers=cross_domain_workers
         )
     try:
-        outcome = train_on(settings, data, progress=progress, cross_domain_models=models)
+        outcome = train_on(
+            settings,
+            data,
+            progress=progress,
+            cross_domain_models=models,
+            asset_distribution=assets,
+        )
     except BaseException:
         cancel = getattr(models, "cancel", None)
         if cancel is not None:
@@ -202,6 +211,7 @@ def train_on(
     *,
     progress: bool,
     cross_domain_models: Callable[[], list[dict[str, Any]]] | None = None,
+    asset_distribution: dict[str, Any] | None = None,
 ) -> TrainOutcome:
     """Fine-tune on prepared data and write the artifact (the work of `train`)."""
     started = time.perf_counter()
@@ -333,6 +343,7 @@ def train_on(
             settings,
             training=training,
             cross_domain_models=cross_domain_models() if cross_domain_models else None,
+            asset_distribution=asset_distribution,
         )
         from trainer.export import export_artifact, gate_inputs
 

@@ -19,12 +19,14 @@ def register(sub: Any) -> None:
         "data",
         help="inspect a labeled CSV the way training reads it",
         description="Dataset tools. `summary` prints rows read, what each filtering step "
-        "drops, the class balance, the split sizes and the English filter's figures.",
+        "drops, the class balance, the split sizes, the English filter's figures and the "
+        "asset distribution.",
     )
     data_sub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     s: argparse.ArgumentParser = data_sub.add_parser(
         "summary",
-        help="rows read, drops per step, class balance, split sizes, English-filter figures",
+        help="rows read, drops per step, class balance, split sizes, English-filter figures, "
+        "assets",
         description="Read the CSV exactly as `cryptosent train` would and report every step.",
     )
     add_global_args(s)
@@ -44,14 +46,26 @@ def register(sub: Any) -> None:
         default=None,
         help="English filter backend (default py3langid)",
     )
+    s.add_argument(
+        "--asset-map",
+        dest="assets.map_path",
+        metavar="TOML",
+        type=Path,
+        default=None,
+        help="asset map for the asset distribution (default: the built-in map)",
+    )
     s.set_defaults(handler=run_summary)
 
 
 def run_summary(args: argparse.Namespace) -> int:
+    from stream.core.assets import load_asset_map
     from trainer.data import STEP_LABELS, clean_dataset, split_dataset
+    from trainer.report_assets import asset_lines, csv_asset_summary
 
     settings = settings_from_args(args)
     csv: Path = args.csv
+    # Before the slow cleaning: a bad map file fails at once.
+    asset_map = load_asset_map(settings.assets.map_path)
     cleaned = clean_dataset(
         csv, settings.data, settings.text, max_samples=settings.train.max_samples
     )
@@ -101,6 +115,8 @@ def run_summary(args: argparse.Namespace) -> int:
     else:
         row("this CSV", "n/a")
     row("fixture", *_fixture_figure(settings.text))
+    out.append("")
+    out += asset_lines(csv_asset_summary(csv, settings.data, asset_map), width)
     print("\n".join(out), flush=True)
     if split_error is not None:
         raise split_error

@@ -12,8 +12,9 @@ def register(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "tail",
         help="pretty-print a sentiment, dead-letter or any other topic",
-        description="Prints `id label p_pos status text` for sentiment records, kind and message "
-        "for dead letters, raw text otherwise, with counts per label/status. Commits nothing.",
+        description="Prints `id label p_pos status assets text` for sentiment records, kind and "
+        "message for dead letters, raw text otherwise, with counts per label/status. Commits "
+        "nothing.",
     )
     add_global_args(p)
     add_kafka_args(p)
@@ -26,6 +27,22 @@ def register(sub: Any) -> None:
         default=None,
         metavar="S",
         help="exit after S seconds without a record",
+    )
+    p.add_argument(
+        "--asset",
+        action="append",
+        default=None,
+        metavar="TICKER",
+        help="only sentiment records naming this asset (repeatable: --asset ETH --asset BTC); "
+        "each input once, whatever stream.output_key",
+    )
+    p.add_argument(
+        "--output-key",
+        dest="stream.output_key",
+        choices=["tweet_id", "primary_asset", "asset_fanout"],
+        default=None,
+        help="how serve keys the topic (default: the stream.output_key setting); with "
+        "asset_fanout, --asset shows each input once",
     )
     p.add_argument(
         "--read-committed",
@@ -46,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
         max_records=args.max,
         timeout_s=args.timeout,
         read_committed=args.read_committed,
+        assets=args.asset,
+        output_key=settings.stream.output_key,
     )
     print(summary.line(), flush=True)
     return 0

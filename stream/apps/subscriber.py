@@ -35,6 +35,7 @@ from pydantic import ValidationError
 from ops.kafka import ClientFactory, ConfluentClients, ConsumerClient, consumer_config
 from ops.settings import KafkaSettings, OutputKey
 from schemas.messages import SentimentOut
+from stream.core.records import wanted
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,20 +47,6 @@ class Received:
     topic: str
     partition: int
     offset: int
-
-
-def wanted(
-    record: SentimentOut, key: str | None, assets: frozenset[str] | None, output_key: OutputKey
-) -> bool:
-    """Whether a subscriber for `assets` (None: every record) keeps this record, so that each
-    input is kept once even when the stream fans it out per asset."""
-    if assets is None:
-        # A fanned-out input: keep its primary-asset copy (a no-asset post is keyed by its id).
-        return output_key != "asset_fanout" or not record.assets or key == record.assets[0]
-    first = next((a for a in record.assets if a in assets), None)
-    if first is None:
-        return False
-    return output_key != "asset_fanout" or key == first
 
 
 @dataclass

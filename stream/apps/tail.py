@@ -1,7 +1,9 @@
 """Pretty-print a topic: sentiment records, dead letters, or whatever else is there.
 
 A throw-away consumer: random group id, partitions assigned directly (no group join to wait for),
-nothing committed. Every record is printed somehow; none can crash it.
+nothing committed. Every record is printed somehow; none can crash it. With `assets`, only the
+sentiment records naming one of them are printed, each input once even when the stream fans it out
+per asset (`stream.output_key`).
 """
 
 from __future__ import annotations
@@ -12,11 +14,16 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from pydantic import ValidationError
+
 from ops.errors import UserError
-from ops.settings import KafkaSettings
+from ops.settings import KafkaSettings, OutputKey
+from schemas.messages import SentimentOut
+from stream.core.records import wanted
 
 _TEXT_CHARS = 80
 _RAW_CHARS = 160
@@ -63,13 +70,32 @@ def _format_sentiment(obj: dict[str, Any]) -> tuple[str, str]:
         status = f"{status}:{reason}"
         key = f"skipped:{reason}"
     ident = _one_line(str(obj.get("id")), 24)
-    return f"{ident:<24} {label:<8} {p_txt:>5} {status:<12} {text_txt}", key
+    assets = obj.get("assets")
+    tickers = ",".join(map(str, assets)) if isinstance(assets, list) and assets else "-"
+    return f"{ident:<24} {label:<8} {p_txt:>5} {status:<12} {tickers:<9} {text_txt}", key
+
+
+def asset_match(
+    value: bytes | None, key: bytes | None, assets: frozenset[str], output_key: OutputKey
+) -> bool:
+    """Whether a record is a SentimentOut naming one of `assets`, and the copy of its input to
+    show (see `stream.core.records.wanted`). Never raises."""
+    if value is None:
+        return False
+    try:
+        record = SentimentOut.model_validate_json(value)
+    except (ValidationError, ValueError):
+        return False
+    text_key = None if key is None else key.decode("utf-8", errors="replace")
+    return wanted(record, text_key, assets, output_key)
 
 
 @dataclass
 class TailSummary:
     topic: str
     counts: Counter[str] = field(default_factory=Counter)
+    # Records read but not shown (they name none of the wanted assets).
+    hidden: int = 0
 
     @property
     def total(self) -> int:
@@ -77,7 +103,8 @@ class TailSummary:
 
     def line(self) -> str:
         parts = " ".join(f"{k}={v}" for k, v in sorted(self.counts.items()))
-        return f"tail: {self.total} records from {self.topic}" + (f" ({parts})" if parts else "")
+        line = f"tail: {self.total} records from {self.topic}" + (f" ({parts})" if parts else "")
+        return line + (f", {self.hidden} of other assets hidden" if self.hidden else "")
 
 
 def tail(
@@ -88,6 +115,8 @@ def tail(
     max_records: int | None = None,
     timeout_s: float | None = None,
     read_committed: bool = False,
+    assets: Iterable[str] | None = None,
+    output_key: OutputKey = "tweet_id",
     out: TextIO | None = None,
     err: TextIO | None = None,
     stop: threading.Event | None = None,
@@ -98,6 +127,7 @@ def tail(
 
     out = out or sys.stdout
     err = err or sys.stderr
+    only = frozenset(a.strip().upper() for a in assets or () if a.strip())
     topics = list_topics(kafka)
     if topic not in topics:
         raise UserError(f"topic {topic} does not exist on {kafka.bootstrap_servers}")
@@ -125,6 +155,9 @@ def tail(
                 print(f"(consumer error: {msg.error()})", file=err)
                 continue
             last = time.monotonic()
+            if only and not asset_match(msg.value(), msg.key(), only, output_key):
+                summary.hidden += 1
+                continue
             line, key = format_record(msg.value())
             summary.counts[key] += 1
             print(line, file=out, flush=True)

@@ -251,6 +251,20 @@ def keyed_records(
     ]
 
 
+def wanted(
+    record: SentimentOut, key: str | None, assets: frozenset[str] | None, output_key: OutputKey
+) -> bool:
+    """Whether a subscriber for `assets` (None: every record) keeps this record, so that each
+    input is kept once even when the stream fans it out per asset."""
+    if assets is None:
+        # A fanned-out input: keep its primary-asset copy (a no-asset post is keyed by its id).
+        return output_key != "asset_fanout" or not record.assets or key == record.assets[0]
+    first = next((a for a in record.assets if a in assets), None)
+    if first is None:
+        return False
+    return output_key != "asset_fanout" or key == first
+
+
 def too_large_record(
     record: OutRecord, dead_letter_topic: str, now: datetime | None = None
 ) -> OutRecord:

@@ -121,6 +121,12 @@ def test_report_holds_model_baseline_and_figures(artifact: Path) -> None:
     text = (report / "report.md").read_text(encoding="utf-8")
     assert "TF-IDF + LR baseline" in text
     assert read_meta(artifact).model_version in text
+    # The raw texts' asset distribution, with the map version (trainer/report_assets.py).
+    dist = metrics["asset_distribution"]
+    assert dist["map_version"] == "1"
+    (source,) = dist["sources"].values()
+    assert source["posts"] == source["no_asset"] + source["one_asset"] + source["two_or_more"]
+    assert "## Assets" in text
     for name in FIGURES:
         assert f"({name})" in text
 

@@ -132,3 +132,24 @@ def test_a_bad_map_file_is_one_user_error_at_startup(
 def test_parse_asset_map_is_what_the_serve_extractor_uses() -> None:
     small = parse_asset_map({"version": "2", "assets": {"BTC": {"words": ["bitcoin"]}}})
     assert AssetExtractor(small).extract("Bitcoin and $ETH") == ["BTC"]
+
+
+def test_serve_rejects_a_bad_map_in_one_line_before_touching_the_broker(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cryptosent.cli import main
+    from tests.tiny_model import make_tiny_artifact
+
+    artifact = make_tiny_artifact(tmp_path / "tiny")
+    capsys.readouterr()  # the artifact writer's progress bars
+    bad = tmp_path / "map.toml"
+    bad.write_text('version = "1"\n[assets.BTC]\nwords = ["x"]\n[assets.ETH]\nwords = ["x"]\n')
+    # A closed port: reaching the broker check would be a different error.
+    argv = ["serve", "--model", str(artifact), "--asset-map", str(bad)]
+    code = main([*argv, "--bootstrap-servers", "127.0.0.1:1", "--env-file", "/nonexistent"])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"error: asset map {bad}: 'x' (assets.ETH) is also an alias of BTC; "
+        "see docs/assets.md for the asset map format"
+    ]

@@ -304,3 +304,40 @@ def test_tail_summary_line() -> None:
     summary.counts.update(["POSITIVE", "POSITIVE", "dead_letter:oversized"])
     assert summary.total == 3
     assert summary.line() == "tail: 3 records from out (POSITIVE=2 dead_letter:oversized=1)"
+
+
+def test_tail_shows_assets_and_filters_by_asset_once_per_input() -> None:
+    from stream.apps.tail import asset_match
+
+    record = {
+        "id": "t1",
+        "status": "classified",
+        "label": "POSITIVE",
+        "p_positive": 0.9,
+        "p_negative": 0.1,
+        "model_version": "m",
+        "source": {"topic": "in", "partition": 0, "offset": 1},
+        "processed_time": "2024-01-01T00:00:00Z",
+        "assets": ["ETH", "BTC"],
+        "asset_map_version": "1",
+    }
+    value = json.dumps(record).encode()
+    line, _ = format_record(value)
+    assert line.split()[4] == "ETH,BTC"
+    assert format_record(json.dumps({**record, "assets": []}))[0].split()[4] == "-"
+    eth, btc, doge = frozenset({"ETH"}), frozenset({"BTC"}), frozenset({"DOGE"})
+    assert asset_match(value, b"t1", eth, "tweet_id")
+    assert asset_match(value, b"t1", btc, "tweet_id")
+    assert not asset_match(value, b"t1", doge, "tweet_id")
+    # Fanned out: the ETH copy and the BTC copy; a BTC filter shows only the BTC copy.
+    assert asset_match(value, b"BTC", btc, "asset_fanout")
+    assert not asset_match(value, b"ETH", btc, "asset_fanout")
+    assert asset_match(value, b"ETH", btc, "primary_asset")
+    # Dead letters, raw and broken values are never a match.
+    dead = {"error_kind": "invalid_json", "error_message": "x"}
+    for other in (json.dumps(dead).encode(), b"not json", None, b"[" * 5000):
+        assert not asset_match(other, None, eth, "tweet_id")
+    summary = TailSummary(topic="out")
+    summary.counts.update(["POSITIVE"])
+    summary.hidden = 4
+    assert summary.line() == "tail: 1 records from out (POSITIVE=1), 4 of other assets hidden"

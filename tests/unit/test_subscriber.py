@@ -12,7 +12,8 @@ from confluent_kafka import TopicPartition
 
 from ops.settings import KafkaSettings, OutputKey
 from schemas.messages import Label, SentimentOut, SourceRef, Status
-from stream.apps.subscriber import SentimentSubscriber, wanted
+from stream.apps.subscriber import SentimentSubscriber
+from stream.core.records import wanted
 
 NOW = datetime(2024, 1, 1, tzinfo=UTC)
 
