@@ -39,6 +39,11 @@ def _split_csv(value: Any) -> Any:
     return value
 
 
+def _first(*values: float | None) -> float:
+    """The first value that is set; the last argument is always set."""
+    return next(v for v in values if v is not None)
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -212,6 +217,55 @@ class TrainSettings(_Section):
     overwrite: bool = False
 
 
+class AssetRuleOverrides(_Section):
+    """Rule settings of the per-asset indexes that differ from the all-assets ones (unset =
+    inherited). A quieter coin needs a lower `min_volume` than the whole stream."""
+
+    bullish_threshold_high: float | None = Field(default=None, ge=0, le=1)
+    bullish_threshold_low: float | None = Field(default=None, ge=0, le=1)
+    zscore_k: float | None = Field(default=None, gt=0)
+    volume_spike_factor: float | None = Field(default=None, gt=1)
+    min_volume: int | None = Field(default=None, ge=1)
+
+
+# Per-asset series (pinned + top_n) one alerts instance may keep: each costs a few windows and
+# `trailing_windows` of history per window length, so this bounds memory and alert volume.
+MAX_ASSET_INDEXES = 200
+
+
+class AssetAlertsSettings(_Section):
+    """`alerts.assets`: which assets get their own rolling index and rules beside the
+    all-assets one. See docs/operations.md, "Per-asset alerts"."""
+
+    # Always indexed, e.g. BTC,ETH,SOL (canonical tickers of the asset map).
+    tickers: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Up to this many other assets, the most mentioned ones (re-ranked every longest window).
+    top_n: int = Field(default=5, ge=0, le=MAX_ASSET_INDEXES)
+    # A record counts for its primary asset only (the per-asset volumes then add up to the
+    # all-assets volume of records that name an asset), or for every asset it names.
+    attribution: Literal["primary", "every"] = "primary"
+    # Rule overrides by ticker; "*" applies to every asset, a ticker's own entry on top of it.
+    rules: dict[str, AssetRuleOverrides] = Field(default_factory=dict)
+
+    _split = field_validator("tickers", mode="before")(_split_csv)
+
+    @field_validator("tickers")
+    @classmethod
+    def _canonical(cls, value: list[str]) -> list[str]:
+        return list(dict.fromkeys(t.strip().upper() for t in value if t.strip()))
+
+    @field_validator("rules")
+    @classmethod
+    def _canonical_keys(cls, value: dict[str, AssetRuleOverrides]) -> dict[str, AssetRuleOverrides]:
+        return {k.strip().upper(): v for k, v in value.items()}
+
+    @model_validator(mode="after")
+    def _bounded(self) -> AssetAlertsSettings:
+        if len(self.tickers) + self.top_n > MAX_ASSET_INDEXES:
+            raise ValueError(f"len(tickers) + top_n must not exceed {MAX_ASSET_INDEXES}")
+        return self
+
+
 class AlertsSettings(_Section):
     """`cryptosent alerts`: tumbling event-time windows over the output topic and the rules that
     turn a closed window into an `Alert`. See docs/operations.md for the semantics."""
@@ -241,6 +295,7 @@ class AlertsSettings(_Section):
     # Prometheus endpoint of the alerts service; None = no endpoint.
     metrics_host: str = "0.0.0.0"
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    assets: AssetAlertsSettings = Field(default_factory=AssetAlertsSettings)
 
     _split = field_validator("windows_s", mode="before")(_split_csv)
 
@@ -255,6 +310,21 @@ class AlertsSettings(_Section):
     def _history_fits(self) -> AlertsSettings:
         if self.min_trailing_windows > self.trailing_windows:
             raise ValueError("min_trailing_windows must not exceed trailing_windows")
+        default = self.assets.rules.get("*", AssetRuleOverrides())
+        for ticker, own in self.assets.rules.items():
+            high = _first(
+                own.bullish_threshold_high,
+                default.bullish_threshold_high,
+                self.bullish_threshold_high,
+            )
+            low = _first(
+                own.bullish_threshold_low, default.bullish_threshold_low, self.bullish_threshold_low
+            )
+            if low >= high:
+                raise ValueError(
+                    f"alerts.assets.rules[{ticker}]: bullish_threshold_low must be below "
+                    "bullish_threshold_high"
+                )
         return self
 
 
@@ -275,6 +345,9 @@ class DashboardSettings(_Section):
     rolling_s: int = Field(default=60, ge=1, le=86_400)
     max_points: int = Field(default=360, ge=10, le=10_000)
     push_interval_s: float = Field(default=1.0, gt=0, le=60)
+    # Assets with a view of their own (the selector); past it, the least recently active one
+    # makes room. Records count for assets as `alerts.assets.attribution` says.
+    max_assets: int = Field(default=20, ge=1, le=200)
 
 
 class DemoSettings(_Section):

@@ -1,5 +1,9 @@
 """The rules that turn a closed window into an alert, the alert's deterministic id, and the
 bounded memory of ids already published. Pure: no Kafka, no clock, no I/O.
+
+Each series of `stream.core.windows.SentimentIndex` (all assets, each tracked asset) has its own
+rule state per window length; an asset's rules are the all-assets settings with the overrides of
+`alerts.assets.rules` ("*", then the ticker's own entry) on top.
 """
 
 from __future__ import annotations
@@ -8,11 +12,12 @@ import hashlib
 import heapq
 import statistics
 from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import IntEnum
 
-from ops.settings import AlertsSettings
+from ops.settings import AlertsSettings, AssetRuleOverrides
 from schemas.alerts import Alert, AlertDirection, AlertKind
 from stream.core.windows import WindowStats
 
@@ -35,8 +40,9 @@ class RuleConfig:
     min_volume: int = 10
 
     @classmethod
-    def from_settings(cls, s: AlertsSettings) -> RuleConfig:
-        return cls(
+    def from_settings(cls, s: AlertsSettings, asset: str | None = None) -> RuleConfig:
+        """The all-assets rules (asset None), or one asset's with its overrides applied."""
+        base = cls(
             threshold_high=s.bullish_threshold_high,
             threshold_low=s.bullish_threshold_low,
             zscore_k=s.zscore_k,
@@ -46,6 +52,27 @@ class RuleConfig:
             volume_spike_factor=s.volume_spike_factor,
             min_volume=s.min_volume,
         )
+        if asset is None:
+            return base
+        for key in ("*", asset):
+            own = s.assets.rules.get(key)
+            if own is not None:
+                base = base._with(own)
+        return base
+
+    def _with(self, o: AssetRuleOverrides) -> RuleConfig:
+        changes: dict[str, float | int] = {}
+        if o.bullish_threshold_high is not None:
+            changes["threshold_high"] = o.bullish_threshold_high
+        if o.bullish_threshold_low is not None:
+            changes["threshold_low"] = o.bullish_threshold_low
+        if o.zscore_k is not None:
+            changes["zscore_k"] = o.zscore_k
+        if o.volume_spike_factor is not None:
+            changes["volume_spike_factor"] = o.volume_spike_factor
+        if o.min_volume is not None:
+            changes["min_volume"] = o.min_volume
+        return replace(self, **changes)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,27 +99,52 @@ class _History:
 
 @dataclass
 class AlertRules:
-    """Evaluates each closed window once, in order, per window length.
+    """Evaluates each closed window once, in order, per series (asset) and window length.
 
     Every rule is edge-triggered: it fires on the window where its condition becomes true and
     stays quiet while it remains true, so a market that stays bullish for an hour produces one
     threshold alert, not sixty. For the threshold rule "previous" is the previous qualifying
     window; with no previous window there is no crossing.
+
+    `config` judges the all-assets windows; `asset_configs` an asset's (by ticker, "*" for the
+    rest; `config` when neither is there).
     """
 
     config: RuleConfig
-    _history: dict[int, _History] = field(default_factory=dict)
+    asset_configs: dict[str, RuleConfig] = field(default_factory=dict)
+    _history: dict[tuple[str | None, int], _History] = field(default_factory=dict)
 
-    def _state(self, window_s: int) -> _History:
-        state = self._history.get(window_s)
+    @classmethod
+    def from_settings(cls, s: AlertsSettings) -> AlertRules:
+        keys = set(s.assets.rules) | {"*"}
+        return cls(
+            RuleConfig.from_settings(s),
+            {k: RuleConfig.from_settings(s, k) for k in sorted(keys)},
+        )
+
+    def config_for(self, asset: str | None) -> RuleConfig:
+        if asset is None:
+            return self.config
+        found = self.asset_configs.get(asset) or self.asset_configs.get("*")
+        return found if found is not None else self.config
+
+    def retain(self, assets: Iterable[str]) -> None:
+        """Forget the rule state of assets no longer tracked (bounded memory; an asset that
+        comes back starts afresh, as its windows do)."""
+        keep = set(assets)
+        for key in [k for k in self._history if k[0] is not None and k[0] not in keep]:
+            del self._history[key]
+
+    def _state(self, asset: str | None, window_s: int, cfg: RuleConfig) -> _History:
+        state = self._history.get((asset, window_s))
         if state is None:
-            n = self.config.trailing_windows
-            state = self._history[window_s] = _History(deque(maxlen=n), deque(maxlen=n))
+            n = cfg.trailing_windows
+            state = self._history[(asset, window_s)] = _History(deque(maxlen=n), deque(maxlen=n))
         return state
 
     def evaluate(self, window: WindowStats) -> list[Decision]:
-        cfg = self.config
-        state = self._state(window.window_s)
+        cfg = self.config_for(window.asset)
+        state = self._state(window.asset, window.window_s, cfg)
         decisions: list[Decision] = []
 
         spiking = False
@@ -155,10 +207,15 @@ class AlertRules:
         return decisions
 
 
-def alert_id(kind: AlertKind, window_s: int, window_start_s: int) -> str:
-    """Deterministic: the same window and rule give the same id in every run and on every host."""
-    raw = f"{kind.value}:{window_s}:{window_start_s}".encode()
-    return hashlib.sha256(raw).hexdigest()[:32]
+def alert_id(kind: AlertKind, window_s: int, window_start_s: int, asset: str | None = None) -> str:
+    """Deterministic: the same window, rule and asset give the same id in every run and on every
+    host. The all-assets id hashes what it hashed before per-asset indexes existed, so ids
+    already on an alerts topic keep matching; an asset's id prefixes the ticker (one more field,
+    so it can never equal an all-assets id)."""
+    raw = f"{kind.value}:{window_s}:{window_start_s}"
+    if asset is not None:
+        raw = f"{asset}:{raw}"
+    return hashlib.sha256(raw.encode()).hexdigest()[:32]
 
 
 def _utc(epoch_s: float) -> datetime:
@@ -168,6 +225,12 @@ def _utc(epoch_s: float) -> datetime:
 def describe(decision: Decision) -> str:
     w = decision.window
     where = f"{w.window_s}s window {_utc(w.start):%Y-%m-%d %H:%M:%S}Z"
+    what = "" if w.asset is None else f"{w.asset}: "
+    return what + _describe(decision, where)
+
+
+def _describe(decision: Decision, where: str) -> str:
+    w = decision.window
     if decision.kind is AlertKind.THRESHOLD_CROSSED:
         how = "above" if decision.direction is AlertDirection.UP else "below"
         return (
@@ -188,7 +251,8 @@ def describe(decision: Decision) -> str:
 def build_alert(decision: Decision, emitted_at: datetime) -> Alert:
     w = decision.window
     return Alert(
-        alert_id=alert_id(decision.kind, w.window_s, w.start),
+        alert_id=alert_id(decision.kind, w.window_s, w.start, w.asset),
+        asset=w.asset,
         kind=decision.kind,
         direction=decision.direction,
         window_s=w.window_s,

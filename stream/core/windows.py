@@ -12,14 +12,19 @@ while sources are catching up, the slowest active one bounds it, so a backlog re
 partition does not make the other partitions' records late; a source that reached its end is
 idle and stops holding it back. Once every source is caught up it is simply the maximum event
 time seen minus the allowed lateness.
+
+Beside the all-assets series, the index keeps one series per tracked asset (`AssetScope`): the
+tickers pinned in the settings plus up to `top_n` others chosen by volume. All series share the
+one watermark, so a record is late for an asset exactly when it is late for all assets.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Hashable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC
+from typing import Literal
 
 from schemas.messages import Label, SentimentOut, Status
 
@@ -32,6 +37,8 @@ class Observation:
     classified: bool
     positive: bool = False
     p_positive: float | None = None
+    # Canonical tickers the record names, primary first (SentimentOut.assets).
+    assets: tuple[str, ...] = ()
 
     @classmethod
     def from_record(cls, record: SentimentOut) -> Observation:
@@ -46,7 +53,18 @@ class Observation:
             classified=classified,
             positive=classified and record.label is Label.POSITIVE,
             p_positive=record.p_positive if classified else None,
+            assets=tuple(record.assets),
         )
+
+
+def is_fanout_copy(key: bytes | None, record: SentimentOut) -> bool:
+    """A second or later copy of one input under `stream.output_key=asset_fanout`: the same value
+    keyed by another of its assets. An index counts each input once, on the copy keyed by the
+    primary asset (or the tweet id, as every other keying has it)."""
+    if not record.assets or key is None:
+        return False
+    text = key.decode("utf-8", "replace")
+    return text != record.assets[0] and text != record.id
 
 
 @dataclass(slots=True)
@@ -57,6 +75,7 @@ class WindowStats:
     positive: int = 0
     skipped: int = 0
     sum_p_positive: float = 0.0
+    asset: str | None = None  # None: the all-assets series
 
     @property
     def end(self) -> int:
@@ -138,8 +157,91 @@ class Watermark:
             self._value = candidate
 
 
+Attribution = Literal["primary", "every"]
+
+# Distinct unpinned tickers counted per ranking period; a name first seen past this waits for the
+# next period. The asset map has ~90 tickers: this only bounds what a misbehaving producer costs.
+MAX_RANKED_PER_PERIOD = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class AssetScope:
+    """Which assets get a series of their own.
+
+    `pinned` always do. Up to `top_n` others do, chosen by volume: an asset takes a free slot
+    with its first classified record; once the slots are full, every period of the longest window
+    length re-ranks them by the classified records each asset had in that period (ties keep the
+    incumbent, then go by ticker), so an asset leaves only when `top_n` others out-mention it.
+    `attribution`: a record counts for its primary asset only, or for every asset it names.
+    """
+
+    pinned: tuple[str, ...] = ()
+    top_n: int = 0
+    attribution: Attribution = "primary"
+
+    def attributed(self, assets: Sequence[str]) -> Sequence[str]:
+        return assets[:1] if self.attribution == "primary" else list(dict.fromkeys(assets))
+
+
+@dataclass(slots=True)
+class _Series:
+    """The tumbling windows of every length for one key: all assets, or one asset."""
+
+    windows_s: tuple[int, ...]
+    asset: str | None = None
+    open: dict[int, dict[int, WindowStats]] = field(default_factory=dict)
+    # End of the last closed window per length: every window ending at or before it is final.
+    frontier: dict[int, int | None] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.open = {w: {} for w in self.windows_s}
+        self.frontier = dict.fromkeys(self.windows_s)
+
+    def add(self, obs: Observation, wm: float | None) -> list[int]:
+        dropped = []
+        for w in self.windows_s:
+            start = window_start(obs.event_time, w)
+            # Per record, not per batch: a window past the watermark is closed whether or not
+            # `close_ready` has run yet, so the outcome does not depend on batch boundaries.
+            if wm is not None and start + w <= wm:
+                dropped.append(w)
+                continue
+            opened = self.open[w]
+            stats = opened.get(start)
+            if stats is None:
+                stats = opened[start] = WindowStats(w, start, asset=self.asset)
+            stats.add(obs)
+        return dropped
+
+    def close(self, wm: float, max_gap_windows: int) -> list[WindowStats]:
+        closed: list[WindowStats] = []
+        for w in self.windows_s:
+            opened = self.open[w]
+            frontier = self.frontier[w]
+            if frontier is None:
+                if not opened:
+                    continue
+                frontier = min(opened)
+            last_end = window_start(wm, w)
+            if last_end <= frontier:
+                continue
+            count = (last_end - frontier) // w
+            if count <= max_gap_windows:
+                starts: Iterable[int] = range(frontier, last_end, w)
+            else:
+                recent = range(last_end - max_gap_windows * w, last_end, w)
+                starts = sorted({s for s in opened if s < last_end} | set(recent))
+            closed.extend(
+                opened.pop(s) if s in opened else WindowStats(w, s, asset=self.asset)
+                for s in starts
+            )
+            self.frontier[w] = last_end
+        return closed
+
+
 class SentimentIndex:
-    """Tumbling windows of every configured length, closed by one shared watermark."""
+    """Tumbling windows of every configured length, for all assets and for each tracked asset
+    (`assets`), closed by one shared watermark."""
 
     def __init__(
         self,
@@ -147,6 +249,7 @@ class SentimentIndex:
         allowed_lateness_s: float,
         *,
         max_gap_windows: int = 100,
+        assets: AssetScope | None = None,
     ) -> None:
         if not windows_s or any(w <= 0 for w in windows_s):
             raise ValueError("windows_s needs at least one positive length")
@@ -156,30 +259,66 @@ class SentimentIndex:
         # trailing volume mean; only the last max_gap_windows of them are emitted because the
         # rules never look further back than that.
         self.max_gap_windows = max_gap_windows
-        self._open: dict[int, dict[int, WindowStats]] = {w: {} for w in self.windows_s}
-        # End of the last closed window per length: every window ending at or before it is final.
-        self._frontier: dict[int, int | None] = dict.fromkeys(self.windows_s)
+        self.scope = assets or AssetScope()
+        self._all = _Series(self.windows_s)
+        self._pinned = frozenset(self.scope.pinned)
+        self._series: dict[str, _Series] = {a: _Series(self.windows_s, a) for a in self._pinned}
+        self._dynamic: set[str] = set()
+        self._rank_s = self.windows_s[-1]
+        self._rank: dict[int, dict[str, int]] = {}
         self.dropped_late: dict[int, int] = dict.fromkeys(self.windows_s, 0)
+
+    @property
+    def assets(self) -> list[str]:
+        """The tickers with a series now."""
+        return sorted(self._series)
 
     def add(self, obs: Observation, source: Hashable = 0) -> list[int]:
         """Count a record; returns the window lengths for which it came too late (dropped)."""
         wm = self.watermark.value
-        dropped = []
-        for w in self.windows_s:
-            start = window_start(obs.event_time, w)
-            # Per record, not per batch: a window past the watermark is closed whether or not
-            # `close_ready` has run yet, so the outcome does not depend on batch boundaries.
-            if wm is not None and start + w <= wm:
-                self.dropped_late[w] += 1
-                dropped.append(w)
-                continue
-            opened = self._open[w]
-            stats = opened.get(start)
-            if stats is None:
-                stats = opened[start] = WindowStats(w, start)
-            stats.add(obs)
+        dropped = self._all.add(obs, wm)
+        for w in dropped:
+            self.dropped_late[w] += 1
+        if obs.assets and (self._series or self.scope.top_n):
+            for asset in self.scope.attributed(obs.assets):
+                self._add_asset(asset, obs, wm)
         self.watermark.observe(source, obs.event_time)
         return dropped
+
+    def _add_asset(self, asset: str, obs: Observation, wm: float | None) -> None:
+        series = self._series.get(asset)
+        dynamic = asset not in self._pinned
+        if series is None and dynamic and obs.classified and len(self._dynamic) < self.scope.top_n:
+            series = self._admit(asset)
+        if series is not None:
+            series.add(obs, wm)
+        if not (dynamic and obs.classified and self.scope.top_n):
+            return
+        period = window_start(obs.event_time, self._rank_s)
+        if wm is not None and period + self._rank_s <= wm:
+            return
+        counts = self._rank.setdefault(period, {})
+        if asset in counts or len(counts) < MAX_RANKED_PER_PERIOD:
+            counts[asset] = counts.get(asset, 0) + 1
+
+    def _admit(self, asset: str) -> _Series:
+        self._dynamic.add(asset)
+        series = self._series[asset] = _Series(self.windows_s, asset)
+        return series
+
+    def _rerank(self, counts: dict[str, int]) -> None:
+        incumbents = self._dynamic
+        ranked = sorted(
+            set(counts) | incumbents,
+            key=lambda a: (-counts.get(a, 0), a not in incumbents, a),
+        )
+        keep = set(ranked[: self.scope.top_n])
+        for asset in incumbents - keep:
+            # Its open windows go with it: an asset that is no longer tracked is not judged.
+            del self._series[asset]
+        for asset in sorted(keep - incumbents):
+            self._series[asset] = _Series(self.windows_s, asset)
+        self._dynamic = keep
 
     def expect(self, sources: Iterable[Hashable]) -> None:
         self.watermark.expect(sources)
@@ -188,34 +327,25 @@ class SentimentIndex:
         self.watermark.idle(source)
 
     def close_ready(self) -> list[WindowStats]:
-        """Every window whose end the watermark has passed, oldest end first."""
+        """Every window whose end the watermark has passed, oldest end first (all assets before
+        the assets at the same end, then by ticker). Then the ranking periods the watermark
+        passed re-rank the top-N assets: what closed here is judged before an asset leaves."""
         wm = self.watermark.value
         if wm is None:
             return []
-        closed: list[WindowStats] = []
-        for w in self.windows_s:
-            opened = self._open[w]
-            frontier = self._frontier[w]
-            if frontier is None:
-                if not opened:
-                    continue
-                frontier = min(opened)
-            last_end = window_start(wm, w)
-            if last_end <= frontier:
-                continue
-            count = (last_end - frontier) // w
-            if count <= self.max_gap_windows:
-                starts: Iterable[int] = range(frontier, last_end, w)
-            else:
-                recent = range(last_end - self.max_gap_windows * w, last_end, w)
-                starts = sorted({s for s in opened if s < last_end} | set(recent))
-            closed.extend(opened.pop(s) if s in opened else WindowStats(w, s) for s in starts)
-            self._frontier[w] = last_end
-        closed.sort(key=lambda s: (s.end, s.window_s))
+        closed = self._all.close(wm, self.max_gap_windows)
+        for asset in sorted(self._series):
+            closed.extend(self._series[asset].close(wm, self.max_gap_windows))
+        closed.sort(key=lambda s: (s.end, s.window_s, s.asset is not None, s.asset or ""))
+        for period in sorted(p for p in self._rank if p + self._rank_s <= wm):
+            self._rerank(self._rank.pop(period))
         return closed
 
-    def open_windows(self) -> list[WindowStats]:
+    def open_windows(self, asset: str | None = None) -> list[WindowStats]:
+        series = self._all if asset is None else self._series.get(asset)
+        if series is None:
+            return []
         return sorted(
-            (s for opened in self._open.values() for s in opened.values()),
+            (s for opened in series.open.values() for s in opened.values()),
             key=lambda s: (s.start, s.window_s),
         )

@@ -183,3 +183,112 @@ def test_dashboard_shows_replayed_stream_in_chromium(
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(shot, SCREENSHOT)
     assert not dash.running
+
+
+def test_asset_selector_shows_one_assets_series_in_chromium(
+    kafka_settings: KafkaSettings,
+    make_topic: Callable[..., str],
+    tmp_path: Path,
+    browser_page: object,
+) -> None:
+    """Output records that name assets (as serve writes them) and one alert for ETH and one for
+    all assets: the selector lists the assets, and choosing ETH shows ETH's tweets, series and
+    alert only; choosing "All assets" again shows everything."""
+    from playwright.sync_api import Page
+
+    from tests.integration.synthetic import produce, record
+
+    page = browser_page
+    assert isinstance(page, Page)
+    out, alerts = make_topic("out", 2), make_topic("alerts")
+    settings = Settings(
+        _env_file=None,
+        kafka=kafka_settings,
+        topics={"output": out, "alerts": alerts},
+        # Event time: the records' own spread times, several buckets per series.
+        dashboard={
+            "port": 0,
+            "bucket_s": 1,
+            "rolling_s": 10,
+            "push_interval_s": 0.25,
+            "time_axis": "event",
+        },
+    )
+    now = datetime.now(tz=UTC).timestamp()
+    eth = [
+        record(now - 5 + i * 0.2, i % 4 != 0, id=f"eth-{i}", text=f"$ETH post {i}")
+        for i in range(12)
+    ]
+    btc = [
+        record(now - 5 + i * 0.3, i % 2 == 0, id=f"btc-{i}", text=f"Bitcoin post {i}")
+        for i in range(8)
+    ]
+    both = [record(now - 1, True, id="both", text="$ETH and BTC")]
+    recs = (
+        [r.model_copy(update={"assets": ["ETH"]}) for r in eth]
+        + [r.model_copy(update={"assets": ["BTC"]}) for r in btc]
+        + [both[0].model_copy(update={"assets": ["ETH", "BTC"]})]
+        + [record(now - 2, False, id="none", text="no coin named")]
+    )
+    produce(kafka_settings, out, recs)
+    start = int(now) // 60 * 60
+    published = []
+    for asset in ("ETH", None):
+        window = WindowStats(60, start, 20, 17, 0, 15.0, asset)
+        decision = Decision(AlertKind.THRESHOLD_CROSSED, AlertDirection.UP, window, 0.85, 0.7)
+        published.append(build_alert(decision, datetime.now(tz=UTC)))
+    produce_raw(kafka_settings, alerts, [(a.alert_id, a.model_dump_json()) for a in published])
+    eth_alert, all_alert = published
+
+    with Dashboard(settings.dashboard, settings.kafka, settings.topics, settings.alerts) as dash:
+        page.goto(dash.url)
+        page.wait_for_function(
+            """([n]) => Number(document.getElementById('app').dataset.records) >= n
+                && Number(document.getElementById('asset').dataset.options) >= 2
+                && Number(document.getElementById('app').dataset.alerts) >= 2""",
+            arg=[len(recs)],
+            timeout=30_000,
+        )
+        options = page.eval_on_selector_all("#asset option", "os => os.map(o => o.value)")
+        assert options == ["", "ETH", "BTC"]  # by volume: 13 ETH (primary), 8 BTC
+
+        page.select_option("#asset", "ETH")
+        page.wait_for_function(
+            "() => document.getElementById('app').dataset.asset === 'ETH'", timeout=30_000
+        )
+        page.wait_for_function(
+            "() => Number(document.getElementById('app').dataset.chartPoints) > 1",
+            timeout=30_000,
+        )
+        assert page.get_attribute("#app", "data-records") == str(len(eth) + 1)
+        shown = page.eval_on_selector_all(
+            "tr[data-tweet-id]", "rows => rows.map(r => [r.dataset.tweetId, r.dataset.assets])"
+        )
+        classified_eth = {r.id for r in eth if r.label is not None} | {"both"}
+        assert {tweet_id for tweet_id, _ in shown} == classified_eth
+        assert all(assets.split()[0] == "ETH" for _, assets in shown)
+        assert ("both", "ETH BTC") in [tuple(row) for row in shown]
+        alert_ids = page.eval_on_selector_all(
+            "li[data-alert-id]", "li => li.map(x => [x.dataset.alertId, x.dataset.asset])"
+        )
+        assert alert_ids == [[eth_alert.alert_id, "ETH"]]
+        assert page.text_content("#chart-title") == "ETH"
+        assert "asset=ETH" in page.url
+        shot = tmp_path / "dashboard-eth.png"
+        page.screenshot(path=str(shot), full_page=True)
+        assert shot.stat().st_size > 10_000
+        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shot, SCREENSHOT.with_name("dashboard-eth.png"))
+
+        page.select_option("#asset", "")
+        page.wait_for_function(
+            """([n]) => document.getElementById('app').dataset.asset === ''
+                && Number(document.getElementById('app').dataset.records) === n""",
+            arg=[len(recs)],
+            timeout=30_000,
+        )
+        shown_alerts = page.eval_on_selector_all(
+            "li[data-alert-id]", "li => li.map(x => x.dataset.alertId)"
+        )
+        assert sorted(shown_alerts) == sorted([eth_alert.alert_id, all_alert.alert_id])
+    assert not dash.running

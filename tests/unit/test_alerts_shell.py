@@ -35,6 +35,7 @@ class Msg:
     body: bytes | None = None
     err: KafkaError | None = None
     ts_ms: int = T0 * 1000
+    k: bytes | None = None
 
     def error(self) -> KafkaError | None:
         return self.err
@@ -47,6 +48,9 @@ class Msg:
 
     def value(self) -> bytes | None:
         return self.body
+
+    def key(self) -> bytes | None:
+        return self.k
 
     def timestamp(self) -> tuple[int, int]:
         return TIMESTAMP_CREATE_TIME, self.ts_ms

@@ -20,9 +20,14 @@ T0 = 1_767_225_600
 
 
 def rec(
-    t: float, positive: bool | None, id: str = "x", event_t: float | None = None
+    t: float,
+    positive: bool | None,
+    id: str = "x",
+    event_t: float | None = None,
+    assets: tuple[str, ...] = (),
 ) -> SentimentOut:
     common = {
+        "assets": list(assets),
         "id": id,
         "model_version": "m",
         "source": SourceRef(topic="t", partition=0, offset=0),
@@ -41,10 +46,11 @@ def rec(
     )
 
 
-def alert(i: int) -> Alert:
+def alert(i: int, asset: str | None = None) -> Alert:
     start = datetime.fromtimestamp(T0 + 60 * i, tz=UTC)
     return Alert(
-        alert_id=f"a{i}",
+        alert_id=f"a{i}{asset or ''}",
+        asset=asset,
         kind=AlertKind.THRESHOLD_CROSSED,
         direction=AlertDirection.UP,
         window_s=60,
@@ -192,3 +198,78 @@ def test_apps_depend_only_on_core_ops_schemas_and_themselves() -> None:
     ]
     assert forbidden(dashboard, {"stream.apps.dashboard.state", "stream.core.rules"}) == []
     assert forbidden(Path("tail.py"), {"stream.apps.replay"}) == ["stream.apps.replay"]
+
+
+# -- per-asset views ---------------------------------------------------------------------------
+
+
+def test_per_asset_views_series_tweets_and_alerts() -> None:
+    state = DashboardState(bucket_s=10, rolling_s=10, asset_thresholds={"*": (0.2, 0.8)})
+    state.add_record(rec(T0, True, id="e1", assets=("ETH", "BTC")))
+    state.add_record(rec(T0 + 1, False, id="b1", assets=("BTC",)))
+    state.add_record(rec(T0 + 11, True, id="e2", assets=("ETH",)))
+    state.add_record(rec(T0 + 12, True, id="n1"))
+    state.add_alert(alert(1, "ETH"))
+    state.add_alert(alert(1))
+    everything = state.snapshot()
+    assert everything["asset"] is None
+    assert everything["totals"]["classified"] == 4
+    assert [a["alert_id"] for a in everything["alerts"]] == ["a1", "a1ETH"]
+    assert everything["thresholds"] == {"low": 0.3, "high": 0.7}
+    # Primary attribution: e1 counts for ETH only.
+    assert [(a["asset"], a["classified"]) for a in everything["assets"]] == [("ETH", 2), ("BTC", 1)]
+    eth = state.snapshot("ETH")
+    assert eth["asset"] == "ETH"
+    assert (eth["series"]["t"], eth["series"]["ratio"]) == ([T0, T0 + 10], [1.0, 1.0])
+    assert [t["id"] for t in eth["tweets"]] == ["e2", "e1"]
+    assert eth["tweets"][1]["assets"] == ["ETH", "BTC"]
+    assert [a["alert_id"] for a in eth["alerts"]] == ["a1ETH"]
+    assert eth["thresholds"] == {"low": 0.2, "high": 0.8}
+    btc = state.snapshot("BTC")
+    assert (btc["totals"]["classified"], btc["totals"]["bullish_ratio"]) == (1, 0.0)
+    assert btc["alerts"] == []
+    unknown = state.snapshot("SOL")
+    assert (unknown["totals"]["records"], unknown["series"]["t"]) == (0, [])
+
+
+def test_every_attribution_and_the_bounded_asset_views() -> None:
+    state = DashboardState(attribution="every", max_assets=2)
+    state.add_record(rec(T0, True, assets=("ETH", "BTC")))
+    assert state.assets == ["ETH", "BTC"]
+    state.add_record(rec(T0 + 1, True, assets=("ETH",)))  # ETH is now the most recent
+    state.add_record(rec(T0 + 2, True, assets=("SOL",)))  # BTC, least recently active, goes
+    assert state.assets == ["ETH", "SOL"]
+    assert state.snapshot("BTC")["totals"]["records"] == 0
+    assert state.snapshot("ETH")["totals"]["records"] == 2
+
+
+def test_routes_select_an_asset() -> None:
+    state = DashboardState()
+    state.add_record(rec(T0, True, id="e", assets=("ETH",)))
+    state.add_record(rec(T0, True, id="b", assets=("BTC",)))
+    stopping = threading.Event()
+    app = create_app(state, None, push_interval_s=0.05, stopping=stopping)
+    with TestClient(app) as client:
+        assert [t["id"] for t in client.get("/api/snapshot?asset=BTC").json()["tweets"]] == ["b"]
+        assert client.get("/api/snapshot?asset=<script>").status_code == 400
+        assert client.get("/events?asset=eth%20x").status_code == 400
+        with client.stream("GET", "/events?asset=ETH") as events:
+            data = next(line for line in events.iter_lines() if line.startswith("data:"))
+            snap = json.loads(data[len("data:") :])
+            assert (snap["asset"], [t["id"] for t in snap["tweets"]]) == ("ETH", ["e"])
+            stopping.set()
+
+
+def test_feed_counts_a_fanned_out_input_once() -> None:
+    from ops.settings import DashboardSettings, KafkaSettings, TopicsSettings
+    from stream.apps.dashboard.feed import DashboardFeed
+
+    state = DashboardState(attribution="every")
+    feed = DashboardFeed(
+        DashboardSettings(), KafkaSettings(), TopicsSettings(output="out", alerts="al"), state
+    )
+    value = rec(T0, True, id="t1", assets=("ETH", "BTC")).model_dump_json().encode()
+    for key in (b"ETH", b"BTC"):
+        feed._handle("out", value, key)
+    assert state.records == 1
+    assert [state.snapshot(a)["totals"]["records"] for a in ("ETH", "BTC")] == [1, 1]

@@ -17,10 +17,16 @@ from ops.kafka.readback import before_cutoff, is_partition_eof
 from ops.logging import get_logger
 from ops.settings import AlertsSettings
 from schemas.messages import SentimentOut
-from stream.apps.alerts.metrics import AlertsMetrics, AlertsStats
+from stream.apps.alerts.metrics import ALL_ASSETS, AlertsMetrics, AlertsStats
 from stream.apps.alerts.publisher import AlertPublisher
-from stream.core.rules import AlertRules, RuleConfig, build_alert
-from stream.core.windows import Observation, SentimentIndex, WindowStats
+from stream.core.rules import AlertRules, build_alert
+from stream.core.windows import (
+    AssetScope,
+    Observation,
+    SentimentIndex,
+    WindowStats,
+    is_fanout_copy,
+)
 
 log = get_logger(__name__)
 
@@ -48,9 +54,11 @@ class Assignment:
         on_window: Callable[[WindowStats], None] | None = None,
     ) -> None:
         self.partitions = sorted(partitions)
-        self.index = SentimentIndex(cfg.windows_s, cfg.allowed_lateness_s)
+        scope = AssetScope(tuple(cfg.assets.tickers), cfg.assets.top_n, cfg.assets.attribution)
+        self.index = SentimentIndex(cfg.windows_s, cfg.allowed_lateness_s, assets=scope)
         self.index.expect(self.partitions)
-        self.rules = AlertRules(RuleConfig.from_settings(cfg))
+        self.rules = AlertRules.from_settings(cfg)
+        self._tracked = set(self.index.assets)
         self.cutoff_ms = cutoff_ms
         self.publisher = publisher
         self.stats = stats
@@ -139,6 +147,10 @@ class Assignment:
                 error=str(exc).splitlines()[0],
             )
             return
+        if is_fanout_copy(msg.key(), record):
+            self.stats.fanout_copies += 1
+            self.metrics.records.labels("fanout_copy").inc()
+            return
         dropped = self.index.add(Observation.from_record(record), partition)
         if dropped:
             self.stats.dropped_late += 1
@@ -225,14 +237,34 @@ class Assignment:
             for window in closed:
                 self.stats.windows_closed += 1
                 label = str(window.window_s)
+                asset = window.asset or ALL_ASSETS
+                if window.asset is not None:
+                    # Even one admitted and re-ranked out within this call: its gauges go too.
+                    self._tracked.add(window.asset)
                 self.metrics.windows.labels(label).inc()
                 ratio = window.bullish_ratio
-                self.metrics.ratio.labels(label).set(float("nan") if ratio is None else ratio)
-                self.metrics.volume.labels(label).set(window.volume)
+                self.metrics.ratio.labels(label, asset).set(
+                    float("nan") if ratio is None else ratio
+                )
+                self.metrics.volume.labels(label, asset).set(window.volume)
                 if self.on_window is not None:
                     self.on_window(window)
                 for decision in self.rules.evaluate(window):
                     alert = build_alert(decision, now)
                     self.publisher.emit(alert, replaying=self.stats.replaying)
             self.stats.dropped_late = sum(self.index.dropped_late.values())
+            self._track_assets()
         self.publisher.forget_before(wm)
+
+    def _track_assets(self) -> None:
+        """After a re-ranking: drop what the assets that left the top N kept (rule state and
+        gauges), so neither grows with the number of assets ever seen."""
+        tracked = set(self.index.assets)
+        left = self._tracked - tracked
+        if left:
+            self.rules.retain(tracked)
+            self.metrics.forget_assets(left, self.index.windows_s)
+        if tracked != self._tracked:
+            log.info("alerts_assets_tracked", assets=sorted(tracked), left=sorted(left))
+        self._tracked = tracked
+        self.stats.assets = sorted(tracked)

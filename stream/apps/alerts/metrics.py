@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -10,6 +12,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 # The ids of the most recent fired alerts kept in `AlertsStats`: enough to inspect a test run or
 # the last hour of a busy stream, and a fixed bound on a service that runs for months.
 RECENT_FIRED_IDS = 256
+# The `asset` label of the all-assets series on the per-window gauges.
+ALL_ASSETS = "all"
 
 
 @dataclass
@@ -20,6 +24,8 @@ class AlertsStats:
     counted: int = 0
     before_lookback: int = 0
     invalid: int = 0
+    # Second and later copies of an input fanned out per asset (stream.output_key), not counted.
+    fanout_copies: int = 0
     dropped_late: int = 0
     windows_closed: int = 0
     fired: int = 0
@@ -29,6 +35,8 @@ class AlertsStats:
     assignments: int = 0
     replaying: bool = True
     watermark: float | None = None
+    # The assets with a series of their own now (pinned and top N).
+    assets: list[str] = field(default_factory=list)
     # Oldest first; the oldest are dropped past RECENT_FIRED_IDS (`fired` counts them all).
     fired_ids: deque[str] = field(default_factory=lambda: deque(maxlen=RECENT_FIRED_IDS))
 
@@ -65,13 +73,13 @@ class AlertsMetrics:
         self.ratio = Gauge(
             "cryptosent_alerts_bullish_ratio",
             "Bullish ratio of the last closed window (NaN when it had no classified records)",
-            ["window_s"],
+            ["window_s", "asset"],
             registry=registry,
         )
         self.volume = Gauge(
             "cryptosent_alerts_window_volume",
             "Classified records in the last closed window",
-            ["window_s"],
+            ["window_s", "asset"],
             registry=registry,
         )
         self.watermark = Gauge(
@@ -84,3 +92,11 @@ class AlertsMetrics:
             "Alert ids remembered for de-duplication (bounded by the window horizon)",
             registry=registry,
         )
+
+    def forget_assets(self, assets: Iterable[str], windows_s: Iterable[int]) -> None:
+        """Drop the gauges of assets no longer tracked: the label set stays bounded."""
+        for asset in assets:
+            for w in windows_s:
+                for gauge in (self.ratio, self.volume):
+                    with contextlib.suppress(KeyError):
+                        gauge.remove(str(w), asset)

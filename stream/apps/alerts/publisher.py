@@ -102,6 +102,7 @@ class AlertPublisher:
         log.info(
             "alert",
             alert_id=alert.alert_id,
+            asset=alert.asset,
             kind=alert.kind.value,
             direction=alert.direction.value,
             window_s=alert.window_s,

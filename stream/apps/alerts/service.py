@@ -15,8 +15,8 @@ their Kafka timestamp). Two guards keep a rebuild from repeating alerts:
    over all of them, a lower bound of what the previous run had reached, so a window is never
    closed silently that the previous run had not closed (that alert would be lost).
 2. Alerts are deduplicated by id. The alerts published after the last commit and before a crash
-   are re-derived once the replay ends; their ids (a hash of kind, window length and window
-   start) are read back from the alerts topic at assignment and not published again
+   are re-derived once the replay ends; their ids (a hash of asset, kind, window length and
+   window start) are read back from the alerts topic at assignment and not published again
    (`publisher.known_alerts`).
 
 Alerts are flushed before offsets are committed, so an alert is never lost (at-least-once), and
@@ -171,6 +171,8 @@ class AlertsService:
             alerts_topic=self.alerts_topic,
             group=self.cfg.group_id,
             windows_s=self.cfg.windows_s,
+            asset_tickers=self.cfg.assets.tickers,
+            asset_top_n=self.cfg.assets.top_n,
         )
         try:
             while not stop.is_set():

@@ -2,7 +2,8 @@
 
 Routes: `/` (the page), `/static/*` (the page's script and the vendored uPlot), `/events`
 (server-sent events: a full `snapshot` whenever something changed, at most every
-`push_interval_s`), `/api/snapshot` (the same JSON, once), `/healthz`.
+`push_interval_s`), `/api/snapshot` (the same JSON, once), `/healthz`. `?asset=ETH` on `/events`
+and `/api/snapshot` selects one asset's view (the page's asset selector); without it, all assets.
 
 Whole snapshots rather than deltas: they are a few tens of kB, a reconnecting browser needs no
 replay logic, and the page cannot drift from the server's state.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import threading
 import time
@@ -35,11 +37,21 @@ from ops.errors import UserError
 from ops.logging import get_logger
 from ops.settings import AlertsSettings, DashboardSettings, KafkaSettings, TopicsSettings
 from stream.apps.dashboard.feed import DashboardFeed
-from stream.apps.dashboard.state import DashboardState
+from stream.apps.dashboard.state import ANY_ASSET, DashboardState
+from stream.core.rules import RuleConfig
 
 log = get_logger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
+# What an `asset` query parameter may be: a canonical ticker. Anything else is a 400.
+_TICKER = re.compile(r"[A-Z0-9]{1,20}")
+
+
+def _asset_param(request: Request) -> tuple[str | None, Response | None]:
+    asset = request.query_params.get("asset") or None
+    if asset is not None and not _TICKER.fullmatch(asset):
+        return None, JSONResponse({"error": "asset must be a ticker (A-Z, 0-9)"}, 400)
+    return asset, None
 
 
 def create_app(
@@ -55,7 +67,8 @@ def create_app(
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
     async def snapshot(request: Request) -> Response:
-        return JSONResponse(state.snapshot())
+        asset, bad = _asset_param(request)
+        return bad or JSONResponse(state.snapshot(asset))
 
     async def healthz(request: Request) -> Response:
         ok = feed is None or (feed.alive and feed.error is None)
@@ -73,12 +86,16 @@ def create_app(
     async def events(request: Request) -> Response:
         from sse_starlette.sse import EventSourceResponse
 
+        asset, bad = _asset_param(request)
+        if bad is not None:
+            return bad
+
         async def stream() -> AsyncIterator[dict[str, str]]:
             sent = -1
             while not stopping.is_set():
                 if state.version != sent:
                     sent = state.version
-                    yield {"event": "snapshot", "data": json.dumps(state.snapshot())}
+                    yield {"event": "snapshot", "data": json.dumps(state.snapshot(asset))}
                 await asyncio.sleep(push_interval_s)
 
         # A generator that ends on `stopping` lets the server shut down from any thread; the
@@ -141,6 +158,13 @@ class Dashboard:
             time_axis=cfg.time_axis,
             thresholds=(alerts.bullish_threshold_low, alerts.bullish_threshold_high),
             alert_horizon_s=alerts.lookback_s + max(alerts.windows_s),
+            max_assets=cfg.max_assets,
+            attribution=alerts.assets.attribution,
+            asset_thresholds={
+                key: (rules.threshold_low, rules.threshold_high)
+                for key in {ANY_ASSET, *alerts.assets.rules}
+                for rules in [RuleConfig.from_settings(alerts, key)]
+            },
         )
         self.feed = DashboardFeed(cfg, kafka, topics, self.state)
         self._stop = threading.Event()

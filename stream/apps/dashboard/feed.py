@@ -22,6 +22,7 @@ from ops.settings import DashboardSettings, KafkaSettings, TopicsSettings
 from schemas.alerts import Alert
 from schemas.messages import SentimentOut
 from stream.apps.dashboard.state import DashboardState
+from stream.core.windows import is_fanout_copy
 
 log = get_logger(__name__)
 
@@ -88,14 +89,17 @@ class DashboardFeed:
                     # Brokers that cannot seek by time (Tansu) start at the beginning.
                     if before_cutoff(msg, cutoff_ms):
                         continue
-                    self._handle(msg.topic() or "", msg.value())
+                    self._handle(msg.topic() or "", msg.value(), msg.key())
         finally:
             consumer.close()
 
-    def _handle(self, topic: str, value: bytes | None) -> None:
+    def _handle(self, topic: str, value: bytes | None, key: bytes | None = None) -> None:
         try:
             if topic == self.output:
-                self.state.add_record(SentimentOut.model_validate_json(value or b""))
+                record = SentimentOut.model_validate_json(value or b"")
+                # Under asset fan-out, one input is counted once, as `alerts` counts it.
+                if not is_fanout_copy(key, record):
+                    self.state.add_record(record)
             else:
                 self.state.add_alert(Alert.model_validate_json(value or b""))
         except (ValidationError, ValueError) as exc:

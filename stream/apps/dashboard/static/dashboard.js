@@ -6,6 +6,10 @@
   const app = document.getElementById("app");
   const statusEl = document.getElementById("status");
   const chartEl = document.getElementById("chart");
+  const assetEl = document.getElementById("asset");
+  // The asset whose view is shown ("" = all assets): kept in the URL's ?asset= so a reload or a
+  // shared link shows the same one.
+  let selected = new URLSearchParams(location.search).get("asset") || "";
   const css = getComputedStyle(document.documentElement);
   const color = (name) => css.getPropertyValue(name).trim();
 
@@ -106,7 +110,11 @@
       prob.appendChild(document.createTextNode(p.toFixed(2)));
       tr.appendChild(prob);
       const text = t.text === null ? "(text not included)" : t.text;
-      tr.appendChild(el("td", { class: "text", title: text }, text));
+      const cell = el("td", { class: "text", title: text });
+      for (const a of t.assets || []) cell.appendChild(el("span", { class: "pill asset" }, a));
+      cell.appendChild(document.createTextNode(text));
+      tr.appendChild(cell);
+      tr.dataset.assets = (t.assets || []).join(" ");
       return tr;
     });
     body.replaceChildren(...rows);
@@ -117,8 +125,9 @@
   function renderAlerts(snap) {
     const list = document.getElementById("alerts");
     const items = snap.alerts.map((a) => {
-      const li = el("li", { "data-alert-id": a.alert_id, "data-kind": a.kind });
+      const li = el("li", { "data-alert-id": a.alert_id, "data-kind": a.kind, "data-asset": a.asset || "" });
       const head = el("div");
+      head.appendChild(el("span", { class: "pill asset" }, a.asset || "all assets"));
       head.appendChild(el("span", { class: "pill " + a.direction }, a.kind.replace("_", " ") + " " + a.direction));
       li.appendChild(head);
       li.appendChild(el("div", {}, a.message));
@@ -130,15 +139,38 @@
     app.dataset.alerts = String(items.length);
   }
 
+  function renderAssets(snap) {
+    // Rebuilt only when the list changes, so an open drop-down is not reset by every update.
+    const names = snap.assets.map((a) => a.asset);
+    if (selected && !names.includes(selected)) names.unshift(selected);
+    const key = names.join(",");
+    if (assetEl.dataset.names !== key) {
+      const options = [el("option", { value: "" }, "All assets")];
+      for (const name of names) options.push(el("option", { value: name }, name));
+      assetEl.replaceChildren(...options);
+      assetEl.dataset.names = key;
+      assetEl.dataset.options = String(names.length);
+    }
+    assetEl.value = selected;
+    for (const opt of assetEl.options) {
+      const info = snap.assets.find((a) => a.asset === opt.value);
+      if (info) opt.textContent = `${info.asset} (${info.classified.toLocaleString("en")}, ${pct(info.bullish_ratio)} bullish)`;
+    }
+    document.getElementById("chart-title").textContent = snap.asset || "All assets";
+  }
+
   function render(snap) {
+    if ((snap.asset || "") !== selected) return; // a late event of the previous selection
     const t = snap.totals;
     document.getElementById("ratio-all").textContent = pct(t.bullish_ratio);
     document.getElementById("classified").textContent = t.classified.toLocaleString("en");
     document.getElementById("skipped").textContent = t.skipped.toLocaleString("en");
     document.getElementById("alert-count").textContent = String(t.alerts);
+    renderAssets(snap);
     renderChart(snap);
     renderTweets(snap);
     renderAlerts(snap);
+    app.dataset.asset = snap.asset || "";
     app.dataset.records = String(t.records);
     app.dataset.classified = String(t.classified);
     app.dataset.version = String(snap.version);
@@ -149,13 +181,27 @@
     statusEl.textContent = connected ? "live" : "reconnecting…";
   }
 
-  const source = new EventSource("/events");
-  source.addEventListener("open", () => setStatus(true));
-  source.addEventListener("error", () => setStatus(false));
-  source.addEventListener("snapshot", (e) => {
-    setStatus(true);
-    render(JSON.parse(e.data));
+  let source = null;
+  function connect() {
+    if (source) source.close();
+    source = new EventSource(selected ? "/events?asset=" + encodeURIComponent(selected) : "/events");
+    source.addEventListener("open", () => setStatus(true));
+    source.addEventListener("error", () => setStatus(false));
+    source.addEventListener("snapshot", (e) => {
+      setStatus(true);
+      render(JSON.parse(e.data));
+    });
+  }
+
+  assetEl.addEventListener("change", () => {
+    selected = assetEl.value;
+    const url = new URL(location.href);
+    if (selected) url.searchParams.set("asset", selected);
+    else url.searchParams.delete("asset");
+    history.replaceState(null, "", url);
+    connect();
   });
+  connect();
 
   window.addEventListener("resize", () => {
     if (chart) chart.setSize({ width: Math.max(320, chartEl.clientWidth), height: 300 });
