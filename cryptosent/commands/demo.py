@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -52,11 +53,26 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=run)
 
 
+class _JsonLines(logging.Formatter):
+    """Libraries' stdlib log records (ONNX Runtime's quantizer, transformers) in the same JSON
+    shape as structlog's lines, so the log file reads as one format."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps(
+            {
+                "event": record.getMessage(),
+                "level": record.levelname.lower(),
+                "logger": record.name,
+                "timestamp": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            }
+        )
+
+
 @contextlib.contextmanager
 def logs_to_file(path: Path, level: str) -> Iterator[None]:
-    """Everything written to stderr goes to `path` meanwhile, as JSON log lines: structlog,
-    stdlib logging, and librdkafka's and other native libraries' own lines (file descriptor 2
-    is redirected too). stdout stays on the terminal."""
+    """Everything written to stderr goes to `path` meanwhile: structlog's and stdlib logging's
+    records as JSON lines, and native libraries' own lines (librdkafka's `%N|...`) as they are,
+    since file descriptor 2 is redirected too. stdout stays on the terminal."""
     path.parent.mkdir(parents=True, exist_ok=True)
     sys.stderr.flush()
     saved_fd = os.dup(2)
@@ -65,6 +81,8 @@ def logs_to_file(path: Path, level: str) -> Iterator[None]:
         os.dup2(fh.fileno(), 2)
         sys.stderr = fh
         configure_logging(level, "json")
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(_JsonLines())
         try:
             yield
         finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import threading
@@ -15,16 +16,22 @@ import numpy as np
 import pytest
 
 from cryptosent.commands.demo import default_log_path, logs_to_file
-from cryptosent.demo_pace import HEADROOM, MIN_LIMIT, choose_pace, measure_capacity
+from cryptosent.demo_pace import (
+    HEADROOM,
+    MAX_REPLAY_S,
+    MIN_LIMIT,
+    choose_pace,
+    measure_capacity,
+)
 from ops.logging import get_logger
 from schemas.messages import Label
 from stream.core.planning import Encoded
 
 
-def test_pace_caps_the_default_rate_at_half_of_capacity() -> None:
+def test_pace_caps_the_default_rate_below_capacity() -> None:
     pace = choose_pace(rate=200.0, limit=2000, capacity=80.0, rate_set=False, limit_set=False)
-    assert pace.rate == HEADROOM * 80.0
-    assert pace.limit == 2000  # 2000 tweets at 40/s = 50 s, under the minute
+    assert pace.rate == pytest.approx(HEADROOM * 80.0, abs=0.05)
+    assert pace.rate < 80.0
     assert "80 tweets/s" in pace.reason
 
 
@@ -35,9 +42,11 @@ def test_pace_keeps_a_slower_configured_rate() -> None:
 
 
 def test_pace_limits_the_replay_to_about_a_minute() -> None:
-    pace = choose_pace(rate=200.0, limit=2000, capacity=10.0, rate_set=False, limit_set=False)
-    assert pace.rate == 5.0
-    assert pace.limit == max(MIN_LIMIT, 300)
+    pace = choose_pace(rate=200.0, limit=2000, capacity=30.0, rate_set=False, limit_set=False)
+    assert pace.limit == int(pace.rate * MAX_REPLAY_S)
+    assert pace.limit < 2000
+    slow = choose_pace(rate=200.0, limit=2000, capacity=1.0, rate_set=False, limit_set=False)
+    assert slow.limit == MIN_LIMIT
 
 
 def test_pace_never_overrides_what_the_user_set() -> None:
@@ -109,6 +118,7 @@ def test_logs_go_to_the_file_as_json_and_stdout_stays(
     path = tmp_path / "runs" / "demo.log"
     with logs_to_file(path, "INFO"):
         get_logger("test").info("inside_demo", n=1)
+        logging.getLogger("onnxruntime").warning("a library warning")
         os.write(2, b"native library line\n")
         print("progress line", flush=True)
     print("after", file=sys.stderr, flush=True)
@@ -117,6 +127,8 @@ def test_logs_go_to_the_file_as_json_and_stdout_stays(
     assert record["event"] == "inside_demo"
     assert record["n"] == 1
     assert "native library line" in lines
+    library = json.loads(lines[1])
+    assert (library["event"], library["level"]) == ("a library warning", "warning")
     out, err = capfd.readouterr()
     assert "progress line" in out
     assert "inside_demo" not in err
