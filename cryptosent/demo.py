@@ -20,7 +20,7 @@ from ops.broker import EmbeddedBroker
 from ops.errors import UserError
 from ops.kafka import consumer_config, create_topics
 from ops.logging import get_logger
-from ops.settings import Settings
+from ops.settings import DemoSettings, Settings
 
 log = get_logger(__name__)
 
@@ -212,13 +212,15 @@ def run_demo(
         capacity = measure_capacity(
             model, text_pipeline, sample, settings.model.batch_size, threads
         )
-        demo_set = settings.demo.model_fields_set
+        # "Set by the user" = differs from the default: load_settings re-validates the whole
+        # tree when any flag is given, so model_fields_set cannot tell flags from defaults.
+        default = DemoSettings()
         pace = choose_pace(
             rate=settings.demo.rate,
             limit=settings.demo.limit,
             capacity=capacity,
-            rate_set="rate" in demo_set,
-            limit_set="limit" in demo_set,
+            rate_set=settings.demo.rate != default.rate,
+            limit_set=settings.demo.limit != default.limit,
         )
         serve_settings = settings.model_copy(
             update={"stream": settings.stream.model_copy(update={"metrics_port": 0})}
