@@ -11,20 +11,16 @@ import json
 import sys
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-import numpy as np
-
+from cryptosent.demo_report import LiveScore, print_summary, service_time
 from ops.broker import EmbeddedBroker
 from ops.errors import UserError
 from ops.kafka import consumer_config, create_topics
 from ops.logging import get_logger
-from ops.settings import Settings
+from ops.settings import DemoSettings, Settings
 
 log = get_logger(__name__)
 
@@ -33,68 +29,6 @@ DEMO_TRAIN_CSV = DEMO_DATA_DIR / "crypto_tweets_demo_sample.csv"
 # Disjoint from the training sample, so the live accuracy the demo prints is not on seen texts.
 DEMO_STREAM_CSV = DEMO_DATA_DIR / "crypto_tweets_demo_stream.csv"
 SHOW_FIRST = 25
-
-
-@dataclass
-class LiveScore:
-    """What the demo's output reader saw: counts, latencies and labels to score."""
-
-    counts: Counter[str] = field(default_factory=Counter)
-    latencies_ms: list[float] = field(default_factory=list)
-    truth: list[str] = field(default_factory=list)
-    predicted: list[str] = field(default_factory=list)
-    ids: Counter[str] = field(default_factory=Counter)
-    first_ms: int | None = None
-    last_ms: int | None = None
-
-    @property
-    def total(self) -> int:
-        return sum(self.ids.values())
-
-    def observe(self, obj: dict[str, Any], kafka_ts_ms: int | None) -> None:
-        if "error_kind" in obj:
-            self.counts[f"dead_letter:{obj.get('error_kind')}"] += 1
-            src = obj.get("source") or {}
-            self.ids[f"dlq:{src.get('topic')}:{src.get('partition')}:{src.get('offset')}"] += 1
-        else:
-            self.ids[str(obj.get("id"))] += 1
-            if obj.get("status") == "classified":
-                self.counts[f"classified:{obj.get('label')}"] += 1
-                ref = obj.get("reference_label")
-                if ref:
-                    self.truth.append(str(ref))
-                    self.predicted.append(str(obj.get("label")))
-            else:
-                self.counts[f"skipped:{obj.get('skip_reason')}"] += 1
-            event = obj.get("event_time")
-            if kafka_ts_ms and isinstance(event, str):
-                with contextlib.suppress(ValueError):
-                    sent_ms = datetime.fromisoformat(event).timestamp() * 1000.0
-                    self.latencies_ms.append(max(0.0, kafka_ts_ms - sent_ms))
-        if kafka_ts_ms:
-            self.first_ms = (
-                kafka_ts_ms if self.first_ms is None else min(self.first_ms, kafka_ts_ms)
-            )
-            self.last_ms = kafka_ts_ms if self.last_ms is None else max(self.last_ms, kafka_ts_ms)
-
-    def summary(self) -> dict[str, Any]:
-        from sklearn.metrics import accuracy_score, f1_score
-
-        out: dict[str, Any] = {"records": self.total, "counts": dict(sorted(self.counts.items()))}
-        out["duplicates"] = sum(n - 1 for n in self.ids.values() if n > 1)
-        if self.first_ms is not None and self.last_ms is not None and self.last_ms > self.first_ms:
-            out["throughput_per_s"] = round(self.total / ((self.last_ms - self.first_ms) / 1e3), 1)
-        if self.latencies_ms:
-            arr = np.asarray(self.latencies_ms)
-            out["latency_ms_p50"] = round(float(np.percentile(arr, 50)), 1)
-            out["latency_ms_p99"] = round(float(np.percentile(arr, 99)), 1)
-        if self.truth:
-            out["live_scored"] = len(self.truth)
-            out["live_accuracy"] = round(float(accuracy_score(self.truth, self.predicted)), 4)
-            out["live_macro_f1"] = round(
-                float(f1_score(self.truth, self.predicted, average="macro", zero_division=0)), 4
-            )
-        return out
 
 
 def _artifact_is_current(directory: Path, csv: Path) -> bool:
@@ -216,10 +150,13 @@ def run_demo(
     out: TextIO | None = None,
     stop: threading.Event | None = None,
 ) -> dict[str, Any]:
+    from cryptosent.demo_pace import choose_pace, measure_capacity
     from stream.apps.alerts import run_alerts
     from stream.apps.dashboard import Dashboard
-    from stream.apps.replay import ReplaySummary, replay
-    from stream.backends.torch_backend import load_model
+    from stream.apps.replay import ReplaySummary, load_rows, replay
+    from stream.artifact import read_meta
+    from stream.backends import load_backend
+    from stream.core.text import TextPipeline
     from stream.serve import ServeConfig, StreamWorker
 
     out = out or sys.stdout
@@ -262,16 +199,33 @@ def run_demo(
         echo(f"[demo] 2. topics ready ({', '.join(created) or 'already there'})")
 
         ensure_model(settings, model_dir, Path(train_csv), lambda s: echo(f"[demo] 3. {s[7:]}"))
-        model = load_model(
-            model_dir,
-            device=settings.model.device,
-            precision=settings.model.precision,
-            max_length=settings.model.max_length,
+        # `auto` (the default): the artifact's gated ONNX file on a CPU, torch on a GPU.
+        threads = settings.stream.torch_threads
+        model = load_backend(
+            settings.model.model_copy(update={"artifact_dir": model_dir}), threads=threads
+        )
+        text_pipeline = TextPipeline(read_meta(model_dir).text)
+        sample = [
+            r.text
+            for r in load_rows(Path(stream_csv), settings.data, keep_event_time=False)[0][:264]
+        ]
+        capacity = measure_capacity(
+            model, text_pipeline, sample, settings.model.batch_size, threads
+        )
+        # "Set by the user" = differs from the default: load_settings re-validates the whole
+        # tree when any flag is given, so model_fields_set cannot tell flags from defaults.
+        default = DemoSettings()
+        pace = choose_pace(
+            rate=settings.demo.rate,
+            limit=settings.demo.limit,
+            capacity=capacity,
+            rate_set=settings.demo.rate != default.rate,
+            limit_set=settings.demo.limit != default.limit,
         )
         serve_settings = settings.model_copy(
             update={"stream": settings.stream.model_copy(update={"metrics_port": 0})}
         )
-        worker = StreamWorker(ServeConfig.of(serve_settings), model, model.pipeline)
+        worker = StreamWorker(ServeConfig.of(serve_settings), model, text_pipeline)
         worker_stop = threading.Event()
         stack.enter_context(_thread("serve", lambda: worker.run(worker_stop)))
         stack.callback(worker_stop.set)
@@ -283,7 +237,7 @@ def run_demo(
         while not worker.assigned and time.monotonic() < joined_by and not stop.is_set():
             stop.wait(0.05)
         echo(
-            f"[demo] 4. serving {model.model_version} on {model.device} "
+            f"[demo] 4. serving {model.model_version} with {model.name} "
             f"(metrics http://127.0.0.1:{worker.metrics_port}/metrics)"
         )
 
@@ -309,7 +263,7 @@ def run_demo(
         echo(f"[demo]    dashboard: {url}")
 
         replayed: list[ReplaySummary] = []
-        limit, rate = settings.demo.limit, settings.demo.rate
+        limit, rate = pace.limit, pace.rate
 
         def _replay() -> None:
             replayed.append(
@@ -326,7 +280,10 @@ def run_demo(
                 )
             )
 
-        echo(f"[demo] 5. replaying {Path(stream_csv).name} at {rate:g}/s, {limit} tweets")
+        echo(
+            f"[demo] 5. replaying {Path(stream_csv).name} at {rate:g}/s ({pace.reason}), "
+            f"{limit} tweets"
+        )
         echo("[demo] 6. labeled output as it arrives (id, label, P(positive), status, text):")
         score = LiveScore()
         with _thread("replay", _replay):
@@ -339,13 +296,16 @@ def run_demo(
             )
         summary: dict[str, Any] = {
             "model_version": model.model_version,
-            "device": str(model.device),
+            "backend": model.name,
+            "capacity_per_s": None if capacity is None else round(capacity, 1),
+            "replay_rate_per_s": rate,
+            **service_time(worker.metrics),
             "replayed": replayed[0].sent if replayed else 0,
             "bad_rows": replayed[0].bad_rows if replayed else 0,
             **score.summary(),
             "dashboard": url,
         }
-        _print_summary(summary, echo)
+        print_summary(summary, echo)
         if keep_running:
             echo(f"[demo] still running; dashboard at {url} — press Ctrl-C to stop")
             with contextlib.suppress(KeyboardInterrupt):
@@ -361,25 +321,3 @@ def _port_busy(host: str, port: int) -> bool:
     from ops.broker import port_open
 
     return port != 0 and port_open("127.0.0.1" if host in ("0.0.0.0", "") else host, port)
-
-
-def _print_summary(summary: dict[str, Any], echo: Callable[[str], None]) -> None:
-    echo("[demo] 7. summary")
-    echo(f"    model           {summary['model_version']} on {summary['device']}")
-    echo(f"    replayed        {summary['replayed']} tweets ({summary['bad_rows']} bad CSV rows)")
-    echo(f"    outputs         {summary['records']} records, {summary['duplicates']} duplicates")
-    for key, n in summary["counts"].items():
-        echo(f"      {key:<28} {n}")
-    if "throughput_per_s" in summary:
-        echo(f"    throughput      {summary['throughput_per_s']} records/s (first → last output)")
-    if "latency_ms_p50" in summary:
-        echo(
-            f"    latency         p50 {summary['latency_ms_p50']} ms, "
-            f"p99 {summary['latency_ms_p99']} ms (sent → output written)"
-        )
-    if "live_accuracy" in summary:
-        echo(
-            f"    live accuracy   {summary['live_accuracy']:.3f}, macro-F1 "
-            f"{summary['live_macro_f1']:.3f} on {summary['live_scored']} labeled tweets"
-        )
-    echo(f"    dashboard       {summary['dashboard']}")
