@@ -103,7 +103,7 @@ def test_every_cryptosent_variable_is_a_real_setting(service: str) -> None:
     for key in env_of(service):
         if not key.startswith("CRYPTOSENT_"):
             continue
-        assert is_setting(key, NAMES), f"{service}: {key} is not a setting (see ops/settings.py)"
+        assert is_setting(key, NAMES), f"{service}: {key} is not a setting (see ops/settings/)"
 
 
 @pytest.mark.parametrize("service", sorted(SERVICES))

@@ -1,5 +1,5 @@
 """deploy/k8s renders with kustomize, validates against the Kubernetes and KEDA schemas, and agrees
-with the settings tree (ops/settings.py) and with what serve, alerts and the dashboard do."""
+with the settings tree (ops/settings/) and with what serve, alerts and the dashboard do."""
 
 from __future__ import annotations
 
