@@ -132,8 +132,8 @@ def verdict(name: str, r: dict[str, Any], engine: str) -> tuple[str, list[str]]:
             unmet.append(f"duplicates={r['duplicates']} (goal 0)")
         if r.get("kills_inside_open_txn", 0) < r.get("kills", 0):
             unmet.append(
-                f"only {r.get('kills_inside_open_txn')} of {r.get('kills')} kills proved "
-                "inside an open transaction"
+                f"only {r.get('kills_inside_open_txn')} of {r.get('kills')} kills inside an "
+                "open transaction (serve's transaction_begun without transaction_committed)"
             )
     if name == "two_workers_kill":
         rec = r.get("recovery_s")
@@ -264,8 +264,10 @@ def _details(s: dict[str, Any]) -> list[str]:
         e = s["kill9_eos"]
         out.append(
             f"- kill9_eos: {e['kills_inside_open_txn']}/{e['kills']} kills inside an open "
-            f"transaction (aborted records from the killed worker seen by a read_uncommitted "
-            f"reader: {e.get('aborted_records_total')}); max copies {e.get('max_copies')}."
+            f"transaction by serve's own log (transaction_begun, no transaction_committed); "
+            f"{e.get('kills_with_aborted_records')} of them also left records on the broker "
+            f"that a read_uncommitted reader sees and read_committed does not (aborted records "
+            f"total: {e.get('aborted_records_total')}); max copies {e.get('max_copies')}."
         )
     if "two_workers_kill" in s and "partitions" in s["two_workers_kill"]:
         t = s["two_workers_kill"]

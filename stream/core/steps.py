@@ -179,5 +179,7 @@ def build_records(
             assert bad.dead_letter is not None
             records.append(to_out_record(bad, bad.dead_letter, dead_letter_topic))
             continue
-        records.append(to_out_record(item, value, output_topic))
+        records.append(
+            to_out_record(item, value, output_topic, dead_letter_topic=dead_letter_topic)
+        )
     return records
