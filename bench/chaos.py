@@ -168,10 +168,32 @@ def verdict(name: str, r: dict[str, Any], engine: str) -> tuple[str, list[str]]:
     return ("pass" if not unmet else "fail"), unmet
 
 
-def build_artifact(workdir: Path) -> Path:
+def build_artifact(workdir: Path, *, onnx: bool = False) -> Path:
+    """The tiny random BERT; with `onnx`, plus a raw fp32 ONNX export registered as gated, so
+    serve's `model.backend=auto` runs it with ONNX Runtime and never imports torch (a restart's
+    process start drops from 5-17 s to about 1-2 s here). The suite tests delivery, not quality."""
     from tests.tiny_model import make_tiny_artifact
 
-    return make_tiny_artifact(workdir / "tiny-model")
+    directory = make_tiny_artifact(workdir / "tiny-model")
+    if onnx:
+        from stream.artifact import OnnxFile, read_meta, write_meta
+        from stream.backends.onnx import FILES, sha256_file
+        from trainer.onnx_build import export_graph
+
+        path = directory / FILES["fp32"]
+        export_graph(directory, path)
+        entry = OnnxFile(
+            file=path.name,
+            sha256=sha256_file(path),
+            method="raw export (chaos suite: delivery, not quality)",
+            macro_f1=0.0,
+            macro_f1_delta=0.0,
+            agreement=1.0,
+            gate_passed=True,
+        )
+        meta = read_meta(directory)
+        write_meta(directory, meta.model_copy(update={"onnx": {"fp32": entry}}))
+    return directory
 
 
 def run_suite(args: argparse.Namespace) -> dict[str, Any]:
@@ -181,7 +203,7 @@ def run_suite(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit(f"error: unknown scenario(s) {', '.join(unknown)}")
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="chaos-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    artifact = args.model or build_artifact(workdir)
+    artifact = args.model or build_artifact(workdir, onnx=args.onnx)
     ctx = Ctx(engine=args.engine, workdir=workdir, artifact=artifact, seed=args.seed)
     ctx.say(f"engine {args.engine}, workdir {workdir}, model {artifact}")
     out: dict[str, Any] = {}
@@ -326,6 +348,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--soak-s", type=float, default=600.0)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--model", type=Path, default=None, help="a serve artifact (default: tiny)")
+    p.add_argument(
+        "--onnx",
+        action="store_true",
+        help="without --model: serve the tiny model through a raw ONNX export (no torch)",
+    )
     p.add_argument("--workdir", type=Path, default=None, help="logs and scratch (default: tmp)")
     p.add_argument("--no-write", action="store_true", help="print the JSON, write nothing")
     p.add_argument(
