@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import statistics
 import time
+from datetime import datetime
 from typing import Any
 
 from chaos_lib.harness import Ctx, Harness, assigned_partitions, rounded
@@ -25,33 +27,61 @@ def _wait_until(t0: float, at: float) -> None:
         time.sleep(delay)
 
 
+def _log_time(event: dict[str, Any]) -> float:
+    """The time serve wrote a line (its own ISO timestamp), not when the pipe delivered it."""
+    stamp = str(event.get("timestamp", "")).replace("Z", "+00:00")
+    try:
+        return datetime.fromisoformat(stamp).timestamp()
+    except ValueError:
+        return float(event["_t"])
+
+
+def _txn_durations(serve: Proc) -> list[float]:
+    begun = {e.get("seq"): _log_time(e) for e in serve.named("transaction_begun")}
+    return [
+        _log_time(e) - begun[e.get("seq")]
+        for e in serve.named("transaction_committed")
+        if e.get("seq") in begun
+    ]
+
+
 def _kill_in_transaction(h: Harness, serve: Proc, full: int) -> tuple[float, bool]:
-    """Kill while the next transaction is likely open. Serve logs `batch_published` (DEBUG)
-    right after a batch's transaction committed; after two full batches in a row (a backlog,
-    so the next batch is already computed) the next transaction begins at once, and its
-    records leave the producer after librdkafka's linger (5 ms): a kill 6-30 ms after the line
-    should find records of an open transaction on the broker. The moment comes from serve's
-    own log lines, not from a test hook; whether the kill really hit an open transaction is
-    proved afterwards from the records it left behind (aborted, or on a broker that leaks
-    them, visible)."""
+    """Kill inside an open transaction, timed from serve's own log: `transaction_begun` (DEBUG,
+    written once a batch's records are in the transactional producer) and
+    `transaction_committed`. After a `transaction_begun` of a large batch, the kill comes at a
+    seeded fraction (25-60 %) of this process's median begun -> committed time, minus the time
+    the line took to reach us. Whether it hit an open transaction is read back from the same
+    log once the killed process's pipe is drained: the transaction's `transaction_committed`
+    line is missing. (The broker-side proof, aborted records seen by a read_uncommitted reader,
+    is reported beside it.) No test hook is involved."""
     deadline = time.monotonic() + _START_TIMEOUT_S
-    fulls = 0
     while time.monotonic() < deadline and serve.alive:
-        seen = serve.counts["batch_published"]
+        seen = serve.counts["transaction_begun"]
         try:
             wait_for(
-                lambda seen=seen: serve.counts["batch_published"] > seen or not serve.alive,
+                lambda seen=seen: serve.counts["transaction_begun"] > seen or not serve.alive,
                 5.0,
-                "a batch_published line",
+                "a transaction_begun line",
                 step=0.0005,
             )
         except ChaosError:
             continue
-        last = serve.named("batch_published")[-1]
-        fulls = fulls + 1 if int(last.get("size", 0)) >= full else 0
-        if fulls >= 2:
-            time.sleep(h.rng.uniform(0.006, 0.03))
-            return serve.kill9(), True
+        last = serve.named("transaction_begun")[-1]
+        durations = _txn_durations(serve)
+        if int(last.get("records", 0)) < full // 2 or len(durations) < 3:
+            continue
+        # Transactions here take 7-190 ms (median ~15 ms on Kafka): aim early in the shorter ones.
+        short = statistics.quantiles(durations, n=4)[0] if len(durations) > 3 else min(durations)
+        target = _log_time(last) + h.rng.uniform(0.1, 0.4) * short
+        delay = target - time.time()
+        if delay < 0:
+            continue  # the line came too late to hit this transaction: wait for the next
+        time.sleep(delay)
+        kill_t = serve.kill9()
+        seq = last.get("seq")
+        wait_for(lambda: not serve.reading, 10.0, "the killed worker's log to drain")
+        committed = any(e.get("seq") == seq for e in serve.named("transaction_committed"))
+        return kill_t, not committed
     return serve.kill9(), False
 
 
@@ -119,7 +149,7 @@ def kill9(
                 )
                 kill_t, on_line = serve.kill9(), False
             events.append(
-                {"at_s": round(kill_t - t0, 2), "kill_t": kill_t, "on_full_batch": on_line}
+                {"at_s": round(kill_t - t0, 2), "kill_t": kill_t, "open_txn_by_log": on_line}
             )
             ctx.say(f"{name}: kill -9 at {kill_t - t0:.1f}s")
             serve = h.serve("serve", env=env, **opts)
@@ -140,7 +170,8 @@ def kill9(
                 # A broker that leaks aborted records to read_committed readers shows them as
                 # a first copy produced just before the kill plus a redo after it.
                 ev["leaked_aborted_records"] = _leaked(h.collector.snapshot(), lo, hi)
-                ev["inside_open_txn"] = ev["aborted_records"] + ev["leaked_aborted_records"] > 0
+                ev["aborted_evidence"] = ev["aborted_records"] + ev["leaked_aborted_records"] > 0
+                ev["inside_open_txn"] = bool(ev["open_txn_by_log"])
             prev_start = ev["kill_t"]
         recoveries = [e["recovery_s"] for e in events if e["recovery_s"] is not None]
         result.update(
@@ -160,6 +191,9 @@ def kill9(
             gone = aborted(h.raw.snapshot(), h.collector.snapshot())
             result["aborted_records_total"] = len(gone)
             result["kills_inside_open_txn"] = sum(1 for e in events if e.get("inside_open_txn"))
+            result["kills_with_aborted_records"] = sum(
+                1 for e in events if e.get("aborted_evidence")
+            )
             result["aborted_without_committed_copy"] = _aborted_leak(h, gone)
             result["broker_probe"] = probe(h.broker.bootstrap)["verdict"]
             result["broker_limitation"] = result["broker_probe"] != "broker hides aborted records"
@@ -192,11 +226,14 @@ def two_workers_kill(
         opts: dict[str, Any] = {"group_id": "two-workers", "batch_max_messages": 128}
         a = h.serve("A", instance_id="chaos-worker-a", **opts)
         b = h.serve("B", instance_id="chaos-worker-b", **opts)
-        wait_for(
-            lambda: len(assigned_partitions(a) | assigned_partitions(b)) == partitions,
-            _START_TIMEOUT_S,
-            "both workers to share the partitions",
-        )
+
+        def shared(a: Proc = a, b: Proc = b) -> bool:
+            # Both must hold some: the first to join holds all of them for a moment, which
+            # alone already covers every partition.
+            pa, pb = assigned_partitions(a), assigned_partitions(b)
+            return bool(pa) and bool(pb) and not pa & pb and len(pa | pb) == partitions
+
+        wait_for(shared, _START_TIMEOUT_S, "both workers to share the partitions")
         a_parts, b_parts = assigned_partitions(a), assigned_partitions(b)
         b_rebalances_before = len(b.named("rebalance"))
         replay = h.replay(h.dir / "input.csv", rate=rate)

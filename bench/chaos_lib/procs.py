@@ -128,6 +128,11 @@ class Proc:
         return found[0]
 
     @property
+    def reading(self) -> bool:
+        """Whether its stderr is still being read (after it died: until the pipe is drained)."""
+        return self._threads[0].is_alive()
+
+    @property
     def alive(self) -> bool:
         return self.proc.poll() is None
 

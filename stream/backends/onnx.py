@@ -9,6 +9,7 @@ passed the quality gate.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,6 +168,55 @@ def verified_file(directory: Path, meta: ArtifactMeta, variant: Variant) -> Path
     return path
 
 
+# Tokenizers whose tokenizer.json alone is the whole tokenizer (normalizer, truncation and the
+# [CLS]/[SEP] template): `tokenizers` runs them exactly as transformers' fast wrapper does.
+_PLAIN_TOKENIZERS = frozenset({"BertTokenizer", "BertTokenizerFast"})
+
+
+class JsonTokenizer:
+    """The artifact's tokenizer.json run by `tokenizers` itself. Importing transformers imports
+    torch (seconds of serve's cold start), which an ONNX worker never needs."""
+
+    def __init__(self, path: Path, pad_token: str) -> None:
+        from tokenizers import Tokenizer
+
+        self._tok = Tokenizer.from_file(str(path))
+        self._tok.no_padding()
+        self._max_length: int | None = None
+        self.pad_token_id = self._tok.token_to_id(pad_token)
+
+    def __call__(
+        self,
+        texts: list[str],
+        *,
+        truncation: bool,
+        max_length: int,
+        padding: bool,
+        return_attention_mask: bool,
+        return_token_type_ids: bool,
+    ) -> dict[str, list[list[int]]]:
+        if max_length != self._max_length:
+            self._tok.enable_truncation(max_length)
+            self._max_length = max_length
+        return {"input_ids": [e.ids for e in self._tok.encode_batch(texts)]}
+
+
+def load_tokenizer(directory: Path) -> Any:
+    """`JsonTokenizer` for plain BERT-family artifacts, transformers' AutoTokenizer otherwise."""
+    config_path, json_path = directory / "tokenizer_config.json", directory / "tokenizer.json"
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        config = {}
+    if json_path.is_file() and config.get("tokenizer_class") in _PLAIN_TOKENIZERS:
+        return JsonTokenizer(json_path, str(config.get("pad_token") or "[PAD]"))
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(
+        str(directory), local_files_only=True, trust_remote_code=False
+    )
+
+
 def load_onnx_backend(
     directory: Path,
     variant: Variant = "fp32",
@@ -179,14 +229,10 @@ def load_onnx_backend(
         raise UserError(f"unknown ONNX variant {variant!r}; expected one of {', '.join(VARIANTS)}")
     meta = read_meta(directory)
     path = verified_file(directory, meta, variant)
-    from transformers import AutoTokenizer
-
     from stream.core.text import TextPipeline
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(
-            str(directory), local_files_only=True, trust_remote_code=False
-        )
+        tokenizer = load_tokenizer(directory)
         session = new_session(path, threads)
     except Exception as exc:  # ORT raises its own untyped exception classes
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -97,6 +97,28 @@ def parse_label(value: Any) -> Label | None:
     return None
 
 
+def _surrogate_at(value: str) -> int | None:
+    """Index of the first lone surrogate (`"\\ud800"` escapes decode to one), else None."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc.start
+    return None
+
+
+def _check_encodable(value: str, what: str) -> None:
+    # A JSON `\udXXX` escape without its pair is valid JSON syntax, but it decodes to a code point
+    # that UTF-8 cannot carry (RFC 3629), so no output naming this text could be written. The
+    # payload bytes themselves are valid UTF-8; the *decoded* text is not, hence `invalid_utf8`.
+    at = _surrogate_at(value)
+    if at is not None:
+        raise _InvalidError(
+            DeadLetterKind.INVALID_UTF8,
+            f"{what} holds a lone UTF-16 surrogate escape at character {at} "
+            f"(U+{ord(value[at]):04X}), which UTF-8 cannot encode",
+        )
+
+
 def _validate(raw: bytes | None, fmt: InputFormat, max_bytes: int) -> TweetIn:
     if raw is None:
         raise _InvalidError(DeadLetterKind.INVALID_JSON, "message has no value (null payload)")
@@ -140,6 +162,7 @@ def _validate(raw: bytes | None, fmt: InputFormat, max_bytes: int) -> TweetIn:
             DeadLetterKind.WRONG_TYPE,
             f"id field {fmt.id_field!r} must have 1 to {_ID_MAX_CHARS} characters",
         )
+    _check_encodable(tweet_id, f"id field {fmt.id_field!r}")
 
     raw_text = get_path(obj, fmt.text_field)
     if raw_text is _MISSING or raw_text is None:
@@ -149,6 +172,7 @@ def _validate(raw: bytes | None, fmt: InputFormat, max_bytes: int) -> TweetIn:
             DeadLetterKind.WRONG_TYPE,
             f"text field {fmt.text_field!r} must be a string, got {type(raw_text).__name__}",
         )
+    _check_encodable(raw_text, f"text field {fmt.text_field!r}")
 
     raw_created = get_path(obj, fmt.created_at_field)
     try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -113,6 +114,10 @@ def _payload_fields(raw: bytes, truncated: bool) -> dict[str, str]:
     return {"payload_base64": base64.b64encode(raw).decode("ascii")}
 
 
+def _encodable(text: str) -> str:
+    return text.encode("utf-8", errors="backslashreplace").decode("utf-8")
+
+
 def make_dead_letter(
     kind: DeadLetterKind,
     message: str,
@@ -126,7 +131,9 @@ def make_dead_letter(
     """The one way a dead letter is built: the payload as text when it decodes, base64 when not."""
     return DeadLetter(
         error_kind=kind,
-        error_message=message[:1000],
+        # A message may quote input text; a lone surrogate in it must not make the dead letter
+        # itself unwritable.
+        error_message=_encodable(message[:1000]),
         key=None if key is None else key.decode("utf-8", errors="replace"),
         source=source,
         dead_lettered_at=now or datetime.now(UTC),
@@ -139,7 +146,7 @@ def internal_error(item: Inbound, message: str, now: datetime | None = None) -> 
     dead letter, so the input still gets exactly one output and the stream goes on."""
     if item.dead_letter is not None:
         return item
-    payload = b"" if item.tweet is None else item.tweet.model_dump_json().encode("utf-8")
+    payload = b"" if item.tweet is None else _tweet_json(item.tweet)
     letter = make_dead_letter(
         DeadLetterKind.INTERNAL_ERROR,
         message,
@@ -149,6 +156,14 @@ def internal_error(item: Inbound, message: str, now: datetime | None = None) -> 
         now=now,
     )
     return replace_with_dead_letter(item, letter)
+
+
+def _tweet_json(tweet: TweetIn) -> bytes:
+    try:
+        return tweet.model_dump_json().encode("utf-8")
+    except ValueError:
+        # ensure_ascii writes what UTF-8 cannot carry (a lone surrogate) as a JSON escape.
+        return json.dumps(tweet.model_dump(mode="json"), ensure_ascii=True).encode("ascii")
 
 
 def replace_with_dead_letter(item: Inbound, letter: DeadLetter) -> Inbound:
@@ -209,7 +224,45 @@ def sentiment_record(
     return SentimentOut(status=Status.SKIPPED, skip_reason=reason, **common)
 
 
-def to_out_record(item: Inbound, value: SentimentOut | DeadLetter, topic: str) -> OutRecord:
+def to_out_record(
+    item: Inbound,
+    value: SentimentOut | DeadLetter,
+    topic: str,
+    *,
+    dead_letter_topic: str | None = None,
+    now: datetime | None = None,
+) -> OutRecord:
+    """The record for `value`. An output that cannot be serialized (pydantic refuses it) becomes
+    an `internal_error` dead letter on `dead_letter_topic` (default: `topic`) instead of an
+    exception: one bad record must never stop the stream."""
+    try:
+        return _out_record(item, value, topic)
+    except ValueError as exc:  # PydanticSerializationError is a ValueError
+        message = f"cannot serialize the output record: {exc}"
+    bad = internal_error(item, message, now) if item.dead_letter is None else item
+    letter = bad.dead_letter
+    if letter is None or letter is value:
+        letter = _bare_internal_error(item, message, now)
+    try:
+        return _out_record(bad, letter, dead_letter_topic or topic)
+    except ValueError:
+        bare = _bare_internal_error(item, message, now)
+        return _out_record(replace_with_dead_letter(item, bare), bare, dead_letter_topic or topic)
+
+
+def _bare_internal_error(item: Inbound, message: str, now: datetime | None) -> DeadLetter:
+    """A dead letter with nothing of the input but its source and key: always writable."""
+    return make_dead_letter(
+        DeadLetterKind.INTERNAL_ERROR,
+        message,
+        source=item.source,
+        key=item.key,
+        payload=b"",
+        now=now,
+    )
+
+
+def _out_record(item: Inbound, value: SentimentOut | DeadLetter, topic: str) -> OutRecord:
     key: bytes | None
     reason = ""
     if isinstance(value, SentimentOut):

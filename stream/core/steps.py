@@ -209,7 +209,11 @@ def build_records(
             assert bad.dead_letter is not None
             records.append(to_out_record(bad, bad.dead_letter, dead_letter_topic))
             continue
+        record = to_out_record(item, value, output_topic, dead_letter_topic=dead_letter_topic)
+        # An output that could not be serialized came back as a dead letter: never re-keyed.
         records.extend(
-            keyed_records(to_out_record(item, value, output_topic), value.assets, output_key)
+            keyed_records(record, value.assets, output_key)
+            if record.topic == output_topic
+            else [record]
         )
     return records

@@ -31,7 +31,7 @@ from ops.settings import (
 from stream.core.assets import AssetExtractor, load_asset_map
 from stream.core.batching import micro_batch_size
 from stream.serve.delivery import AtLeastOnce
-from stream.serve.health import Health
+from stream.serve.health import STATS_INTERVAL_MS, Health
 from stream.serve.transactions import ExactlyOnce, init_transactions
 
 log = get_logger("stream.serve")
@@ -155,7 +155,7 @@ def consumer_conf(config: ServeConfig, health: Health) -> dict[str, Any]:
             "isolation.level": "read_committed",
             # The broker answers a fetch as soon as data exists; this bounds the idle wait.
             "fetch.wait.max.ms": 100,
-            "statistics.interval.ms": 5000,
+            "statistics.interval.ms": STATS_INTERVAL_MS,
             "error_cb": health.on_client_error,
             "stats_cb": health.on_stats,
         },

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -21,8 +22,45 @@ from stream.serve.metrics import StreamMetrics
 
 log = get_logger("stream.serve")
 
-# /readyz turns not-ready when nothing was heard from the broker for this long.
-BROKER_FRESH_S = 30.0
+# librdkafka's statistics interval; each report says how many requests got an answer since the
+# last one (`rtt.cnt` per broker), which is what tells a live broker from a hung one: a SIGSTOPed
+# broker keeps its TCP connections "UP" for as long as the request timeout (60 s).
+STATS_INTERVAL_MS = 1000
+# /readyz turns not-ready when no broker round-trip (a fetch, heartbeat, produce or commit
+# answer) was seen for this long: several stats intervals, so one late report never flaps it.
+BROKER_FRESH_S = 5.0
+# One `kafka_client_error` line per error kind per this many seconds; the rest are counted.
+CLIENT_ERROR_LOG_INTERVAL_S = 30.0
+
+
+class LogThrottle:
+    """At most one line per key per `interval_s`; `allow` says whether to log now and how many
+    were held back since the last line of that key."""
+
+    def __init__(self, interval_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval_s = interval_s
+        self._clock = clock
+        self._last: dict[str, float] = {}
+        self._held: Counter[str] = Counter()
+
+    def allow(self, key: str) -> int | None:
+        """None: hold this one back (counted). Otherwise log it, with the returned count of the
+        lines held back since the last one."""
+        now = self._clock()
+        last = self._last.get(key)
+        if last is not None and now - last < self.interval_s:
+            self._held[key] += 1
+            return None
+        self._last[key] = now
+        return self._held.pop(key, 0)
+
+    def drain(self) -> dict[str, int]:
+        """Lines held back and not reported yet, per key; forgets them and the intervals, so
+        the next error of any kind is logged at once."""
+        held = dict(self._held)
+        self._held.clear()
+        self._last.clear()
+        return held
 
 
 @dataclass
@@ -47,38 +85,59 @@ class Counters:
 
 
 class Health:
-    """Counters and metrics of one worker, and whether it is ready: it owns partitions, heard
-    from the broker within `BROKER_FRESH_S`, and is not closing."""
+    """Counters and metrics of one worker, and whether it is ready: it owns partitions, saw a
+    broker round-trip within `BROKER_FRESH_S` (and no all-brokers-down since), and is not
+    closing. `clock` is monotonic seconds (injected by tests)."""
 
     def __init__(
         self,
         metrics: StreamMetrics,
         model_version: str,
         latency_observer: Callable[[float], None] | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        client_error_interval_s: float = CLIENT_ERROR_LOG_INTERVAL_S,
     ) -> None:
         self.metrics = metrics
         self.counters = Counters()
         self.model_version = model_version
         # Benchmarks want exact percentiles, not histogram buckets: each end-to-end latency.
         self._latency_observer = latency_observer
+        self._clock = clock
         self.broker_ok_at: float | None = None
+        self.broker_down_since: float | None = None
         self.assigned_count = 0
         self.closing = False
+        self.client_errors = LogThrottle(client_error_interval_s, clock)
 
     def broker_seen(self) -> None:
-        self.broker_ok_at = time.monotonic()
+        """A real answer from the broker (records, an acknowledgement, a stats report with
+        round-trips): ready again, and the errors held back meanwhile are summed up."""
+        now = self._clock()
+        self.broker_ok_at = now
+        if self.broker_down_since is not None:
+            held = self.client_errors.drain()
+            log.info(
+                "broker_reachable",
+                after_s=round(now - self.broker_down_since, 1),
+                kafka_client_errors_not_logged=held,
+            )
+            self.broker_down_since = None
+
+    def _broker_lost(self) -> None:
+        if self.broker_down_since is None:
+            self.broker_down_since = self._clock()
 
     def consumed(self, item: Inbound) -> None:
-        mono = time.monotonic()
         self.counters.consumed += 1
         self.metrics.consumed.inc()
         if self.counters.first_consume_at is None:
-            self.counters.first_consume_at = mono
-        self.broker_ok_at = mono
+            self.counters.first_consume_at = self._clock()
+        self.broker_seen()
 
     def acked(self, records: Iterable[OutRecord]) -> None:
         """Outputs the broker acknowledged (at-least-once) or committed (exactly-once)."""
-        mono, now = time.monotonic(), time.time()
+        mono, now = self._clock(), time.time()
         n = 0
         for record in records:
             n += 1
@@ -90,7 +149,7 @@ class Health:
         if n:
             self.counters.outputs_acked += n
             self.counters.last_output_at = mono
-            self.broker_ok_at = mono
+            self.broker_seen()
             self.metrics.outputs_acked.inc(n)
 
     def outcomes(self, records: Iterable[OutRecord]) -> None:
@@ -123,10 +182,13 @@ class Health:
     def committed(self) -> None:
         self.counters.commits += 1
         self.metrics.commits.inc()
+        self.broker_seen()
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
-        now = time.monotonic()
+        now = self._clock()
         seen = None if self.broker_ok_at is None else round(now - self.broker_ok_at, 1)
+        if seen is not None and seen >= BROKER_FRESH_S:
+            self._broker_lost()
         broker_ok = seen is not None and seen < BROKER_FRESH_S
         ready = self.assigned_count > 0 and broker_ok and not self.closing
         return ready, {
@@ -139,22 +201,32 @@ class Health:
     # librdkafka callbacks (they run on the Kafka thread, inside poll/consume/flush).
 
     def on_client_error(self, err: KafkaError) -> None:
+        """Not ready at once when every broker is down (cleared by the next round-trip). While a
+        broker is away librdkafka reports the same error every few hundred ms: one line per
+        error kind per interval, with the count held back since the last."""
         if is_all_brokers_down(err):
             self.broker_ok_at = None
-        log.warning("kafka_client_error", error=str(err), fatal=err.fatal())
+        self._broker_lost()
+        held = self.client_errors.allow(err.name())
+        if held is None and not err.fatal():
+            return
+        log.warning(
+            "kafka_client_error", error=str(err), fatal=err.fatal(), not_logged_since=held or 0
+        )
 
     def on_stats(self, raw: str) -> None:
+        """A report with any answered request (`rtt.cnt` > 0 on a broker) proves the broker
+        works; connection state alone does not (a hung broker stays "UP")."""
         try:
             stats = json.loads(raw)
         except ValueError:
             return
         brokers = stats.get("brokers", {}) if isinstance(stats, dict) else {}
-        if any(
-            b.get("state") == "UP" and b.get("nodeid", -1) >= 0
-            for b in brokers.values()
-            if isinstance(b, dict)
-        ):
-            self.broker_ok_at = time.monotonic()
+        for b in brokers.values() if isinstance(brokers, dict) else ():
+            rtt = b.get("rtt") if isinstance(b, dict) else None
+            if b.get("state") == "UP" and isinstance(rtt, dict) and rtt.get("cnt", 0) > 0:
+                self.broker_seen()
+                return
 
     def update_lag(self, consumer: ConsumerClient, positions: dict[TopicPartitionKey, int]) -> None:
         for (t, p), position in list(positions.items()):

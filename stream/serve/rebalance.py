@@ -48,7 +48,7 @@ class Partitions:
         tps = {(p.topic, p.partition) for p in partitions}
         self.assigned = self.assigned | tps
         self.assigned_at = time.monotonic()
-        self.health.broker_ok_at = self.assigned_at
+        self.health.broker_seen()  # an assignment is an answer from the coordinator
         self._changed("assign")
         log.info("rebalance", kind="assign", partitions=tp_str(tps), assigned=len(self.assigned))
 

@@ -91,10 +91,10 @@ class ExactlyOnce:
         producer = self.producer
         try:
             producer.begin_transaction()
-            # With transaction_committed, brackets the open transaction for an observer (a
-            # chaos test choosing when to kill) without any hook in the worker.
-            log.debug("transaction_started", seq=batch.seq, records=len(records))
             produced = [self.out.send(record) for record in records]
+            # With transaction_committed (or transaction_failed), brackets the open transaction
+            # for an outside observer (the chaos suite picks its kill moments from these lines).
+            log.debug("transaction_begun", seq=batch.seq, records=len(records))
             _txn_call(
                 lambda: producer.send_offsets_to_transaction(
                     parts, self.consumer.consumer_group_metadata(), TXN_TIMEOUT_S

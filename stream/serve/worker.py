@@ -261,7 +261,11 @@ class StreamWorker:
             if err is not None:
                 if is_partition_eof(err):
                     continue
-                log.warning("consumer_error", error=str(err), fatal=err.fatal())
+                held = self.health.client_errors.allow(f"consumer:{err.name()}")
+                if held is not None or err.fatal():
+                    log.warning(
+                        "consumer_error", error=str(err), fatal=err.fatal(), not_logged_since=held
+                    )
                 if err.fatal():
                     raise StreamError(f"fatal consumer error: {err}")
                 continue

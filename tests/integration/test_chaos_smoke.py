@@ -13,6 +13,7 @@ BENCH = Path(__file__).resolve().parents[2] / "bench"
 if str(BENCH) not in sys.path:
     sys.path.insert(0, str(BENCH))
 
+from chaos_lib.broker_faults import broker_sigstop  # noqa: E402
 from chaos_lib.harness import Ctx  # noqa: E402
 from chaos_lib.kills import kill9  # noqa: E402
 from chaos_lib.traffic import malformed_mix  # noqa: E402
@@ -61,11 +62,19 @@ def test_one_kill9_loses_nothing(ctx: Ctx, guarantee: str) -> None:
 
 
 def test_malformed_mix_one_outcome_each(ctx: Ctx) -> None:
-    # The poison class that crashes serve today (a lone surrogate escape) is left out here;
-    # tests/unit/test_properties.py holds it as a strict xfail until it is fixed.
+    # Every class, the lone surrogate escape (which once crashed serve) included.
     result = malformed_mix(
         ctx, rounds=1, good_per_round=5, poison=False, session_timeout_ms=SESSION_TIMEOUT_MS
     )
     assert result["serve_alive"], result
     assert result["lost"] == 0, result
     assert result["wrong_outcomes"] == 0, result["per_class"]
+
+
+def test_broker_hang_turns_readyz_not_ready_then_ready_without_a_restart(ctx: Ctx) -> None:
+    # 8 s is longer than serve's broker freshness window (stream/serve/health.py, 5 s).
+    result = broker_sigstop(ctx, messages=900, rate=150.0, hang_s=8.0)
+    assert result["serve_alive_after"], result
+    assert result["readyz_not_ready_during_hang"] > 0, result
+    assert result["readyz_ready_again_after_s"] is not None, result
+    assert result["lost"] == 0, result

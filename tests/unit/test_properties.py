@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from ops.settings import InputFormat, TextSettings
-from schemas.messages import DeadLetterKind, Label
+from schemas.messages import DeadLetterKind, Label, TweetIn
 from stream.core import Inbound, decode_message, sentiment_record, to_out_record
 from stream.core.text import CleanResult, TextPipeline
 
@@ -136,18 +136,60 @@ def test_decode_valid_tweet_round_trips_text(text: str) -> None:
     _writable(item)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a JSON text with a lone surrogate escape decodes into a tweet whose output "
-    "cannot be serialized; serve crashes with a traceback on it (chaos suite, malformed_mix)",
-)
 @pytest.mark.parametrize(
-    "payload", [b'{"id": "a", "text": "\\ud800 moon"}', b'{"id": "b", "text": "\\udfff"}']
+    ("payload", "where"),
+    [
+        (b'{"id": "a", "text": "\\ud800 moon"}', "text field 'text'"),
+        (b'{"id": "b", "text": "\\udfff"}', "text field 'text'"),
+        (b'{"id": "\\udc00x", "text": "moon"}', "id field 'id'"),
+    ],
 )
-def test_lone_surrogate_escape_gives_a_writable_outcome(payload: bytes) -> None:
+def test_lone_surrogate_escape_is_one_invalid_utf8_dead_letter(payload: bytes, where: str) -> None:
     item = decode_message(FakeMessage(payload), FMT, MAX_BYTES, now=NOW, timestamp_ms=None)
     _one_outcome(item)
+    assert item.dead_letter is not None
+    assert item.dead_letter.error_kind is DeadLetterKind.INVALID_UTF8
+    assert where in item.dead_letter.error_message
+    assert "surrogate" in item.dead_letter.error_message
+    # The payload is kept as the (valid UTF-8) text that arrived.
+    assert item.dead_letter.payload_text == payload.decode("utf-8")
     _writable(item)
+
+
+def test_a_paired_surrogate_escape_is_a_tweet() -> None:
+    raw = b'{"id": "a", "text": "\\ud83d\\ude80 moon"}'
+    item = decode_message(FakeMessage(raw), FMT, MAX_BYTES, now=NOW, timestamp_ms=None)
+    assert item.tweet is not None
+    assert item.tweet.text == "\U0001f680 moon"
+    _writable(item)
+
+
+def test_an_unserializable_output_becomes_one_internal_error_dead_letter() -> None:
+    """Whatever slips past decode (here a tweet built around it) must not crash serve: the
+    record is swapped for an internal_error dead letter on the dead-letter topic."""
+    good = decode_message(
+        FakeMessage(b'{"id": "a", "text": "moon"}'), FMT, MAX_BYTES, now=NOW, timestamp_ms=None
+    )
+    assert good.tweet is not None
+    bad_tweet = TweetIn.model_construct(id="a\ud800", text="x\udfff", created_at=None, label=None)
+    item = Inbound(source=good.source, key=b"k", kafka_timestamp_ms=None, tweet=bad_tweet)
+    clean = CleanResult("x", None, None)
+    value = sentiment_record(
+        item,
+        clean,
+        [0.5, 0.5],
+        labels=LABELS,
+        model_version="m",
+        include_text=True,
+        processed_time=NOW,
+    )
+    record = to_out_record(item, value, "out", dead_letter_topic="dlq", now=NOW)
+    assert record.topic == "dlq"
+    assert record.detail == str(DeadLetterKind.INTERNAL_ERROR)
+    letter = json.loads(record.value)
+    assert letter["error_kind"] == "internal_error"
+    assert "cannot serialize" in letter["error_message"]
+    assert letter["source"]["offset"] == 7
 
 
 pipelines = {

@@ -17,7 +17,7 @@ from ops.settings import InputFormat
 from stream.core import Outcome, OutRecord, decode_message, to_out_record
 from stream.core.steps import Batch
 from stream.serve.delivery import MAX_DELIVERY_ATTEMPTS, AtLeastOnce, Producing, StreamError
-from stream.serve.health import Health
+from stream.serve.health import BROKER_FRESH_S, Health
 from stream.serve.metrics import StreamMetrics
 from stream.serve.rebalance import Partitions
 from tests.unit.test_stream_core import FakeMessage
@@ -188,3 +188,81 @@ def test_every_dead_letter_is_logged_once_where_it_is_counted() -> None:
     ]
     assert "invalid JSON" in lines[0]["reason"]
     assert (health.counters.classified, health.counters.dead_lettered) == (1, 2)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _stats(state: str, rtt_cnt: int) -> str:
+    broker = {"name": "b:9092/1", "nodeid": 1, "state": state, "rtt": {"cnt": rtt_cnt}}
+    return json.dumps({"brokers": {"b:9092/1": broker}})
+
+
+def _ready_health(clock: FakeClock) -> Health:
+    health = Health(StreamMetrics(), "m", clock=clock)
+    Partitions(health, lambda tps, lost: None).on_assign(None, [TopicPartition("t", 0)])
+    return health
+
+
+def test_readyz_follows_broker_round_trips_not_connection_state() -> None:
+    """A SIGSTOPed broker keeps its connections UP: only answered requests count."""
+    clock = FakeClock()
+    health = _ready_health(clock)
+    assert health.readiness()[0] is True  # the assignment was an answer
+    clock.now += 2.0
+    health.on_stats(_stats("UP", rtt_cnt=12))
+    assert health.readiness()[0] is True
+    # The hang: stats keep coming, state UP, but no request is answered.
+    for _ in range(int(BROKER_FRESH_S) + 1):
+        clock.now += 1.0
+        health.on_stats(_stats("UP", rtt_cnt=0))
+    ready, detail = health.readiness()
+    assert ready is False
+    assert detail["broker_seen_s_ago"] >= BROKER_FRESH_S
+    # SIGCONT: the next report with an answered request makes it ready again.
+    clock.now += 1.0
+    with structlog.testing.capture_logs() as logs:
+        health.on_stats(_stats("UP", rtt_cnt=3))
+    assert health.readiness()[0] is True
+    assert [e["event"] for e in logs] == ["broker_reachable"]
+
+
+def test_all_brokers_down_is_not_ready_at_once_until_the_next_round_trip() -> None:
+    clock = FakeClock()
+    health = _ready_health(clock)
+    health.on_stats(_stats("UP", rtt_cnt=1))
+    with structlog.testing.capture_logs():
+        health.on_client_error(KafkaError(KafkaError._ALL_BROKERS_DOWN))
+    assert health.readiness()[0] is False
+    clock.now += 0.5
+    with structlog.testing.capture_logs():
+        health.committed()
+    assert health.readiness()[0] is True
+
+
+def test_client_errors_are_one_line_per_kind_per_interval_with_a_count() -> None:
+    clock = FakeClock()
+    health = Health(StreamMetrics(), "m", clock=clock, client_error_interval_s=30.0)
+    transport, down = KafkaError(KafkaError._TRANSPORT), KafkaError(KafkaError._ALL_BROKERS_DOWN)
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(100):  # 10 s of a broker away: errors every 100 ms
+            health.on_client_error(transport)
+            health.on_client_error(down)
+            clock.now += 0.1
+        clock.now += 21.0
+        health.on_client_error(transport)
+    lines = [
+        (e["error"], e["not_logged_since"]) for e in logs if e["event"] == "kafka_client_error"
+    ]
+    assert len(lines) == 3
+    assert [n for _, n in lines[:2]] == [0, 0]
+    assert lines[2][1] == 99  # the transport errors held back since the first line
+    with structlog.testing.capture_logs() as logs:
+        health.on_stats(_stats("UP", rtt_cnt=1))
+    assert logs[0]["event"] == "broker_reachable"
+    assert logs[0]["kafka_client_errors_not_logged"] == {"_ALL_BROKERS_DOWN": 99}
