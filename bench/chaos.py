@@ -84,7 +84,13 @@ def _kill9_eos(ctx: Ctx, a: argparse.Namespace) -> dict[str, Any]:
 
 def _two_workers(ctx: Ctx, a: argparse.Namespace) -> dict[str, Any]:
     s = _sizes(a)
-    return two_workers_kill(ctx, messages=s["messages"], kills=1 if a.smoke else 3, rate=300.0)
+    return two_workers_kill(
+        ctx,
+        messages=s["messages"],
+        kills=1 if a.smoke else 3,
+        rate=300.0,
+        session_timeout_ms=a.session_timeout_ms,
+    )
 
 
 def _sigstop(ctx: Ctx, a: argparse.Namespace) -> dict[str, Any]:
@@ -301,7 +307,8 @@ def _details(s: dict[str, Any]) -> list[str]:
         out.append(
             f"- two_workers_kill: survivor rebalances during kills "
             f"{t.get('survivor_rebalances_during_kills')}; recoveries "
-            f"{[k.get('recovery_s') for k in t.get('kill_events', [])]}."
+            f"{[k.get('recovery_s') for k in t.get('kill_events', [])]}; serve's "
+            f"session.timeout.ms {t.get('session_timeout_ms', 45_000)}."
         )
     if "broker_sigstop" in s and "hang_s" in s["broker_sigstop"]:
         b = s["broker_sigstop"]
@@ -352,6 +359,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--onnx",
         action="store_true",
         help="without --model: serve the tiny model through a raw ONNX export (no torch)",
+    )
+    p.add_argument(
+        "--session-timeout-ms",
+        type=int,
+        default=None,
+        help="two_workers_kill: serve's stream.session_timeout_ms (default: serve's, 45 s); "
+        "Tansu completes a join in about half of it",
     )
     p.add_argument("--workdir", type=Path, default=None, help="logs and scratch (default: tmp)")
     p.add_argument("--no-write", action="store_true", help="print the JSON, write nothing")

@@ -219,11 +219,14 @@ def two_workers_kill(
     kills: int = 3,
     rate: float = 300.0,
     partitions: int = 4,
+    session_timeout_ms: int | None = None,
 ) -> dict[str, Any]:
     """Worker A is killed and restarted with the same group.instance.id; worker B goes on."""
     with Harness(ctx, "two_workers_kill", partitions=partitions) as h:
         ids = write_csv(h.dir / "input.csv", messages, ctx.seed)
         opts: dict[str, Any] = {"group_id": "two-workers", "batch_max_messages": 128}
+        if session_timeout_ms is not None:
+            opts["env"] = {"CRYPTOSENT_STREAM__SESSION_TIMEOUT_MS": str(session_timeout_ms)}
         a = h.serve("A", instance_id="chaos-worker-a", **opts)
         b = h.serve("B", instance_id="chaos-worker-b", **opts)
 
@@ -274,6 +277,7 @@ def two_workers_kill(
         result.update(
             {
                 "static_membership": True,
+                "session_timeout_ms": session_timeout_ms or 45_000,
                 "partitions": {"A": sorted(a_parts), "B": sorted(b_parts)},
                 "kills": len(events),
                 "recovery_s": rounded(max(recoveries, default=None)),
