@@ -12,13 +12,14 @@ bit-identical (`tests/unit/test_lang.py` checks against `_decide`).
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 __all__ = ["BatchScorer"]
+
+_CHUNK = 1024
 
 
 class BatchScorer:
@@ -48,7 +49,12 @@ class BatchScorer:
 
     def scores(self, texts: Sequence[str]) -> list[np.ndarray]:
         encoded = [self._identifier._encode(t) for t in texts]
-        return [self._score(c) for c in self._counts(encoded)]
+        out: list[np.ndarray] = []
+        # Chunks bound the walk's arrays (8 bytes a byte of text, several alive) when the
+        # trainer prepares a whole data set in one call.
+        for start in range(0, len(encoded), _CHUNK):
+            out.extend(self._score(c) for c in self._counts(encoded[start : start + _CHUNK]))
+        return out
 
     def _counts(self, encoded: list[bytes]) -> list[tuple[np.ndarray, np.ndarray] | None]:
         depth = self._depth
@@ -97,10 +103,10 @@ def _trie_depth(nextmove: Any, rowbase: Sequence[int]) -> int:
     frontier = np.array([0], dtype=np.int64)
     depth = 0
     while True:
-        reached: deque[np.ndarray] = deque()
+        reached: list[np.ndarray] = []
         for start in range(0, len(frontier), 2048):
             reached.append(np.unique(rows[base[frontier[start : start + 2048]]]))
-        nxt = np.unique(np.concatenate(list(reached))).astype(np.int64)
+        nxt = np.unique(np.concatenate(reached)).astype(np.int64)
         nxt = nxt[~seen[nxt]]
         if not len(nxt):
             return depth

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from ops.settings import TextSettings
+from stream.core import langid_batch
 from stream.core.lang import LanguageFilter
 from stream.core.langid_batch import BatchScorer
 from stream.core.text import TextPipeline
@@ -21,7 +23,11 @@ def _identifier() -> object:
     return backend._identifier  # type: ignore[attr-defined]
 
 
-def test_batch_scores_equal_py3langid_bit_for_bit() -> None:
+@pytest.mark.parametrize("chunk", [1024, 7])
+def test_batch_scores_equal_py3langid_bit_for_bit(
+    chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(langid_batch, "_CHUNK", chunk)
     identifier = _identifier()
     assert BatchScorer.supports(identifier)
     pipeline = TextPipeline(TextSettings())
