@@ -28,7 +28,8 @@ class BatchScorer:
     def __init__(self, identifier: Any) -> None:
         self._identifier = identifier
         width = identifier.tk_nextmove.itemsize
-        self._next = np.frombuffer(identifier.tk_nextmove, dtype=f"u{width}").astype(np.int64)
+        # A view of py3langid's own table (39 MB): no copy.
+        self._next = np.frombuffer(identifier.tk_nextmove, dtype=f"u{width}")
         self._rowbase = np.asarray(identifier._rowbase, dtype=np.int64)
         self._out = np.asarray(identifier.tk_output, dtype=np.int64)
         self._features = int(self._out.max()) + 1
