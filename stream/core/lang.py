@@ -25,7 +25,6 @@ same for either. Defaults tuned on the StockTwits $ETH posts (all English) and
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,6 +33,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from schemas.text import TextConfig
+from stream.core.langid_batch import BatchScorer
+from stream.core.lru import BoundedCache
 
 __all__ = ["LangVerdict", "LanguageFilter", "is_latin_letter"]
 
@@ -138,6 +139,10 @@ class _Backend(Protocol):
         """`_summarise` of `distribution(text)`: English-like mass, best non-English pool."""
         ...
 
+    def summaries(self, texts: Sequence[str]) -> list[tuple[float, tuple[str | None, float]]]:
+        """`summary` of each text, computed together where the backend can."""
+        ...
+
 
 class _Py3LangidBackend:
     name = "py3langid"
@@ -161,6 +166,7 @@ class _Py3LangidBackend:
         self._columns = np.array(list(first.values()), dtype=np.intp)
         # rank() sorts and builds a dict per call; its scoring step alone is half the cost.
         self._decide = getattr(identifier, "_decide", None)
+        self._batch = BatchScorer(identifier) if BatchScorer.supports(identifier) else None
         english_like = _ENGLISH_LIKE[self.name]
         self._english = np.array([lang in english_like for lang in self._langs])
         # `_summarise`'s pooling, precomputed: each non-English language in one group (its pool
@@ -182,10 +188,15 @@ class _Py3LangidBackend:
 
     def _probabilities(self, text: str) -> np.ndarray:
         if self._decide is not None:
-            scores = np.asarray(self._decide(text), dtype=np.float64)[self._columns]
-        else:
-            ranked = dict(self._identifier.rank(text))
-            scores = np.array([ranked[lang] for lang in self._langs], dtype=np.float64)
+            return self._softmax(self._decide(text))
+        ranked = dict(self._identifier.rank(text))
+        scores = np.array([ranked[lang] for lang in self._langs], dtype=np.float64)
+        exp = np.exp(scores - scores.max())
+        probs: np.ndarray = exp / exp.sum()
+        return probs
+
+    def _softmax(self, raw: np.ndarray) -> np.ndarray:
+        scores = np.asarray(raw, dtype=np.float64)[self._columns]
         exp = np.exp(scores - scores.max())
         probs: np.ndarray = exp / exp.sum()
         return probs
@@ -195,7 +206,14 @@ class _Py3LangidBackend:
         return dict(zip(self._langs, probs, strict=True))
 
     def summary(self, text: str) -> tuple[float, tuple[str | None, float]]:
-        probs = self._probabilities(text)
+        return self._summary(self._probabilities(text))
+
+    def summaries(self, texts: Sequence[str]) -> list[tuple[float, tuple[str | None, float]]]:
+        if self._batch is None or not texts:
+            return [self.summary(t) for t in texts]
+        return [self._summary(self._softmax(raw)) for raw in self._batch.scores(texts)]
+
+    def _summary(self, probs: np.ndarray) -> tuple[float, tuple[str | None, float]]:
         english = float(probs[self._english].sum())
         if not self._groups:
             return english, (None, 0.0)
@@ -239,6 +257,9 @@ class _LangdetectBackend:
     def summary(self, text: str) -> tuple[float, tuple[str | None, float]]:
         return _summarise(self.name, self.distribution(text))
 
+    def summaries(self, texts: Sequence[str]) -> list[tuple[float, tuple[str | None, float]]]:
+        return [self.summary(t) for t in texts]
+
 
 class LanguageFilter:
     """Decides English or not for language views; the backend model loads on first use."""
@@ -248,7 +269,7 @@ class LanguageFilter:
         self._backend: _Backend | None = None
         # Tweets that differ only in tickers, numbers, links or mentions share one view (~9 %
         # of distinct StockTwits posts); the verdict is deterministic, so caching it is exact.
-        self._judge_cached = functools.lru_cache(maxsize=8192)(self._judge)
+        self._cache: BoundedCache[str, LangVerdict] = BoundedCache(8192)
 
     @property
     def config(self) -> TextConfig:
@@ -265,9 +286,32 @@ class LanguageFilter:
         return backend
 
     def judge(self, text: str) -> LangVerdict:
-        return self._judge_cached(text)
+        return self.judge_batch([text])[0]
 
-    def _judge(self, text: str) -> LangVerdict:
+    def judge_batch(self, texts: Sequence[str]) -> list[LangVerdict]:
+        """One verdict per text; the texts the model must rank are ranked together."""
+        known: dict[str, LangVerdict] = {}
+        pending: list[tuple[str, str, bool]] = []
+        for text in dict.fromkeys(texts):
+            cached = self._cache.get(text)
+            if cached is not None:
+                known[text] = cached
+                continue
+            rule = self._rules(text)
+            if isinstance(rule, LangVerdict):
+                known[text] = rule
+                self._cache.put(text, rule)
+            else:
+                pending.append((text, *rule))
+        if pending:
+            summaries = self._get_backend().summaries([view for _, view, _ in pending])
+            for (text, _, by_script), summary in zip(pending, summaries, strict=True):
+                known[text] = verdict = self._verdict(by_script, summary)
+                self._cache.put(text, verdict)
+        return [known[text] for text in texts]
+
+    def _rules(self, text: str) -> LangVerdict | tuple[str, bool]:
+        """The verdict when a rule decides without the model, else (model view, by_script)."""
         cfg = self._config
         if cfg.lang_backend == "none":
             return LangVerdict(True, None, None, "disabled")
@@ -285,15 +329,17 @@ class LanguageFilter:
             by_script = non_latin >= cfg.lang_min_script_letters and non_latin * 2 > len(letters)
         if not by_script and len(text) < cfg.lang_min_chars:
             return LangVerdict(True, None, None, "short")
-        english, (language, confidence) = self._get_backend().summary(_model_view(text, by_script))
+        return _model_view(text, by_script), by_script
+
+    def _verdict(
+        self, by_script: bool, summary: tuple[float, tuple[str | None, float]]
+    ) -> LangVerdict:
+        english, (language, confidence) = summary
         if by_script:
             return LangVerdict(False, language, 1.0, "script")
-        if language is not None and confidence >= cfg.lang_min_confidence:
+        if language is not None and confidence >= self._config.lang_min_confidence:
             return LangVerdict(False, language, confidence, "model")
         return LangVerdict(True, "en" if english >= confidence else None, confidence, "model")
-
-    def judge_batch(self, texts: Sequence[str]) -> list[LangVerdict]:
-        return [self.judge(text) for text in texts]
 
 
 def _model_view(text: str, by_script: bool) -> str:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from ops.errors import UserError
 from schemas.messages import SkipReason
 from schemas.text import TextConfig
+from stream.core.lru import BoundedCache
 
 if TYPE_CHECKING:
     from stream.core.lang import LanguageFilter
@@ -154,8 +155,8 @@ class TextPipeline:
         self._protect = re.compile("|".join(protect)) if protect else None
         self._lang: LanguageFilter | None = None
         # Retweets and bot posts repeat texts verbatim; the pipeline is deterministic, so a
-        # bounded cache of raw text -> result is exact. lru_cache is thread-safe.
-        self._process_cached = functools.lru_cache(maxsize=CACHE_SIZE)(self._process_one)
+        # bounded cache of raw text -> result is exact.
+        self._cache: BoundedCache[str, CleanResult] = BoundedCache(CACHE_SIZE)
 
     @property
     def config(self) -> TextConfig:
@@ -277,21 +278,43 @@ class TextPipeline:
         return self.process_batch([raw])[0]
 
     def process_batch(self, raws: Sequence[str]) -> list[CleanResult]:
-        return [self._process_cached(raw) for raw in raws]
+        known: dict[str, CleanResult] = {}
+        missing = []
+        for raw in dict.fromkeys(raws):
+            cached = self._cache.get(raw)
+            if cached is None:
+                missing.append(raw)
+            else:
+                known[raw] = cached
+        for raw, result in zip(missing, self._process_many(missing), strict=True):
+            known[raw] = result
+            self._cache.put(raw, result)
+        return [known[raw] for raw in raws]
 
-    def _process_one(self, raw: str) -> CleanResult:
+    def _process_many(self, raws: list[str]) -> list[CleanResult]:
+        # Cleaning is per text; the English filter ranks the batch's views together.
         want_lang = self._config.lang_backend != "none"
-        item = self._clean(raw, want_lang_view=want_lang)
-        if not item.text:
-            return CleanResult(None, SkipReason.EMPTY_AFTER_CLEANING, None)
-        if len(item.text) < self._config.min_chars:
-            return CleanResult(None, SkipReason.TOO_SHORT, None)
-        if not want_lang:
-            return CleanResult(item.text, None, None)
-        verdict = self.language_filter().judge(item.lang_view)
-        if verdict.english:
-            return CleanResult(item.text, None, verdict.language)
-        return CleanResult(None, SkipReason.NON_ENGLISH, verdict.language)
+        results: list[CleanResult | None] = []
+        judged: list[tuple[int, str, str]] = []
+        for raw in raws:
+            item = self._clean(raw, want_lang_view=want_lang)
+            if not item.text:
+                results.append(CleanResult(None, SkipReason.EMPTY_AFTER_CLEANING, None))
+            elif len(item.text) < self._config.min_chars:
+                results.append(CleanResult(None, SkipReason.TOO_SHORT, None))
+            elif not want_lang:
+                results.append(CleanResult(item.text, None, None))
+            else:
+                judged.append((len(results), item.text, item.lang_view))
+                results.append(None)
+        if judged:
+            verdicts = self.language_filter().judge_batch([view for _, _, view in judged])
+            for (at, text, _), verdict in zip(judged, verdicts, strict=True):
+                if verdict.english:
+                    results[at] = CleanResult(text, None, verdict.language)
+                else:
+                    results[at] = CleanResult(None, SkipReason.NON_ENGLISH, verdict.language)
+        return [r for r in results if r is not None]
 
 
 @functools.cache

@@ -87,6 +87,6 @@ def test_repeated_texts_come_from_the_bounded_cache() -> None:
     first = pipeline.process_batch(texts)
     assert first == pipeline.process_batch(texts)
     assert first[0] == first[2] == pipeline.process("BTC to the moon!!")
-    info = pipeline._process_cached.cache_info()
+    info = pipeline._cache
     assert info.misses == 2
     assert info.maxsize == CACHE_SIZE
