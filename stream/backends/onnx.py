@@ -20,7 +20,7 @@ import numpy as np
 from ops.errors import UserError
 from schemas.messages import Label
 from stream.artifact import ArtifactMeta, read_meta
-from stream.core.planning import Encoded, plan_batches, plan_batches_by_cost
+from stream.core.planning import Encoded, iter_planned
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -118,13 +118,7 @@ class OnnxBackend:
         self, encoded: Encoded, batch_size: int, *, by_cost: bool = False
     ) -> Iterator[tuple[list[int], list[list[int]]]]:
         """As `SentimentModel.iter_planned`, so today's serving loop takes either backend."""
-        plan = (
-            plan_batches_by_cost(encoded.lengths, batch_size, self.call_overhead_tokens)
-            if by_cost
-            else plan_batches(encoded.lengths, batch_size)
-        )
-        for idx in plan:
-            yield idx, [encoded.input_ids[i] for i in idx]
+        return iter_planned(encoded, batch_size, self.call_overhead_tokens, by_cost=by_cost)
 
     def forward_logits(self, batch_ids: Sequence[Sequence[int]]) -> np.ndarray:
         feeds = pad_batch(batch_ids, self.pad_id)

@@ -22,7 +22,7 @@ from ops.errors import UserError
 from ops.settings import Device, Precision
 from schemas.messages import Label
 from stream.artifact import ArtifactMeta, read_meta
-from stream.core.planning import Encoded, plan_batches, plan_batches_by_cost, softmax
+from stream.core.planning import Encoded, iter_planned, softmax
 
 if TYPE_CHECKING:
     import torch
@@ -198,13 +198,7 @@ class SentimentModel:
         self, encoded: Encoded, batch_size: int, *, by_cost: bool = False
     ) -> Iterator[tuple[list[int], list[list[int]]]]:
         """Planned groups with their token ids; `by_cost` uses `plan_batches_by_cost` (serve)."""
-        plan = (
-            plan_batches_by_cost(encoded.lengths, batch_size, self.call_overhead_tokens)
-            if by_cost
-            else plan_batches(encoded.lengths, batch_size)
-        )
-        for idx in plan:
-            yield idx, [encoded.input_ids[i] for i in idx]
+        return iter_planned(encoded, batch_size, self.call_overhead_tokens, by_cost=by_cost)
 
     def predict_logits(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """Raw (uncalibrated) logits, shape (n, 2), in input order. Texts must already be cleaned

@@ -7,7 +7,7 @@ lengths run p50 28 / p99 128. Every backend (torch, ONNX Runtime) and the traine
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -75,6 +75,20 @@ def plan_batches_by_cost(
         end = start
     groups.reverse()
     return groups
+
+
+def iter_planned(
+    encoded: Encoded, batch_size: int, call_overhead_tokens: float, *, by_cost: bool = False
+) -> Iterator[tuple[list[int], list[list[int]]]]:
+    """Planned groups of `encoded` with their token ids: `plan_batches`, or with `by_cost` (serve)
+    `plan_batches_by_cost` at the backend's fixed cost per forward call."""
+    plan = (
+        plan_batches_by_cost(encoded.lengths, batch_size, call_overhead_tokens)
+        if by_cost
+        else plan_batches(encoded.lengths, batch_size)
+    )
+    for idx in plan:
+        yield idx, [encoded.input_ids[i] for i in idx]
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
