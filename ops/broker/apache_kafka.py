@@ -23,6 +23,7 @@ from typing import IO
 
 from ops.broker.kafka_jars import ensure_jars, require_java
 from ops.broker.ports import die_with_parent_prefix, free_port, port_open
+from ops.broker.process import BrokerProcess
 from ops.errors import UserError
 from ops.logging import get_logger
 
@@ -108,12 +109,10 @@ def jvm_args(heap_mb: int, log4j_config: Path, log_dir: Path) -> list[str]:
 
 
 @dataclass
-class ApacheKafkaBroker:
+class ApacheKafkaBroker(BrokerProcess):
     """A local Apache Kafka process. Use as a context manager; `bootstrap` is `host:port`.
     `stop()` then `start()` restarts it on the same ports (and, with `data_dir`, the same log)."""
 
-    host: str = "127.0.0.1"
-    port: int = 0
     version: str = "4.4.0"
     cache_dir: Path | None = None
     data_dir: Path | None = None
@@ -123,21 +122,8 @@ class ApacheKafkaBroker:
     # SIGTERM the broker when the process that started it dies (see die_with_parent_prefix).
     die_with_parent: bool = False
     engine = "apache-kafka"
-    _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _workdir: Path | None = field(default=None, init=False, repr=False)
     _stdout: IO[bytes] | None = field(default=None, init=False, repr=False)
-
-    @property
-    def bootstrap(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        return None if self._proc is None else self._proc.pid
 
     @property
     def log_path(self) -> Path | None:

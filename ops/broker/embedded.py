@@ -15,6 +15,7 @@ from pathlib import Path
 from types import TracebackType
 
 from ops.broker.ports import die_with_parent_prefix, free_port, port_open
+from ops.broker.process import BrokerProcess
 from ops.errors import UserError
 from ops.logging import get_logger
 
@@ -40,31 +41,16 @@ def resolve_binary(explicit: Path | None = None) -> Path:
 
 
 @dataclass
-class EmbeddedBroker:
+class EmbeddedBroker(BrokerProcess):
     """A Tansu process. Use as a context manager; `bootstrap` is `host:port`."""
 
-    host: str = "127.0.0.1"
-    port: int = 0
     binary: Path | None = None
     startup_timeout_s: float = 15.0
     log_path: Path | None = None
     # SIGTERM the broker when the process that started it dies (see die_with_parent_prefix).
     die_with_parent: bool = False
-    _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _log_file: object | None = field(default=None, init=False, repr=False)
     engine = "embedded"
-
-    @property
-    def bootstrap(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        return None if self._proc is None else self._proc.pid
 
     def start(self) -> EmbeddedBroker:
         binary = resolve_binary(self.binary)
