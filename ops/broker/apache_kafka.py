@@ -53,8 +53,13 @@ _STATE_FILE = "cryptosent-broker.json"
 
 
 def new_cluster_id() -> str:
-    """Kafka's own Uuid text form: 16 random bytes, URL-safe base64 without padding."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    """Kafka's own Uuid text form: 16 random bytes, URL-safe base64 without padding. Like
+    Kafka's `Uuid.randomUuid`, never one that starts with "-": `kafka-storage format -t -abc`
+    reads it as an option and fails (1 start in 64 did, before this)."""
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not text.startswith("-"):
+            return text
 
 
 def server_properties(host: str, port: int, controller_port: int, log_dir: Path) -> dict[str, str]:

@@ -63,6 +63,18 @@ def test_cluster_id_is_kafkas_uuid_text_form() -> None:
     assert all(len(i) == 22 and "=" not in i for i in ids)
 
 
+def test_cluster_id_never_starts_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:
+    import uuid
+
+    import ops.broker.apache_kafka as launcher
+
+    # 0xf8 encodes to "-" as the first base64url character: kafka-storage would take it for an
+    # option (seen once in CI: "argument --cluster-id/-t: expected one argument").
+    drawn = iter([uuid.UUID(bytes=b"\xf8" + bytes(15)), uuid.UUID(bytes=bytes(16))])
+    monkeypatch.setattr(launcher.uuid, "uuid4", lambda: next(drawn))
+    assert new_cluster_id() == "AAAAAAAAAAAAAAAAAAAAAA"
+
+
 def test_pom_pins_the_version_and_an_slf4j_binding() -> None:
     pom = render_pom("4.4.0")
     assert "<artifactId>kafka_2.13</artifactId>\n      <version>4.4.0</version>" in pom
