@@ -18,7 +18,6 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import IO
 
 from ops.broker.kafka_jars import ensure_jars, require_java
@@ -292,17 +291,3 @@ class ApacheKafkaBroker(BrokerProcess):
         if self.data_dir is None and self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
-
-    def wait(self) -> int:
-        return 0 if self._proc is None else self._proc.wait()
-
-    def __enter__(self) -> ApacheKafkaBroker:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -12,7 +12,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 
 from ops.broker.ports import die_with_parent_prefix, free_port, port_open
 from ops.broker.process import BrokerProcess
@@ -117,22 +116,6 @@ class EmbeddedBroker(BrokerProcess):
             with contextlib.suppress(Exception):
                 self._log_file.close()  # type: ignore[attr-defined]
             self._log_file = None
-
-    def wait(self) -> int:
-        if self._proc is None:
-            return 0
-        return self._proc.wait()
-
-    def __enter__(self) -> EmbeddedBroker:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 @contextlib.contextmanager
