@@ -39,6 +39,16 @@ TARGET_HELD_OUT_MARGIN = 0.08  # every held-out source, leave-one-source-out
 TARGET_ECE = 0.05
 TARGET_WALL_S = 1800.0
 MD_MARKER = "\n<!-- cross-domain -->\n"
+LEVER_OPTIONS = (
+    "max_samples",
+    "epochs",
+    "learning_rate",
+    "label_smoothing",
+    "source_balance",
+    "layer_lr_decay",
+    "head_lr_scale",
+    "ema_decay",
+)
 
 
 def _evals(artifact: Path) -> list[dict[str, Any]]:
@@ -53,6 +63,7 @@ def lever_summary(name: str, artifact: Path) -> dict[str, Any]:
     key = "val_mean_source_macro_f1" if "val_mean_source_macro_f1" in evals[0] else "val_macro_f1"
     best = max(evals, key=lambda e: (e[key], -e["val_loss"]))
     opts = meta["train_options"]["train"]
+    live = f"live_{key}"
     return {
         "lever": name,
         "selected_on": key,
@@ -60,10 +71,11 @@ def lever_summary(name: str, artifact: Path) -> dict[str, Any]:
         "best_epoch": best["epoch"],
         "val_per_source": {k: v for k, v in best.items() if k.startswith("val_macro_f1_source")},
         "curve": [round(e[key], 4) for e in evals],
-        "options": {
-            k: opts[k]
-            for k in ("max_samples", "epochs", "learning_rate", "label_smoothing", "source_balance")
-        },
+        # With a weight average the candidates are the averaged weights; the live weights' own
+        # best shows what averaging changed.
+        "best_val_live": max(e[live] for e in evals) if live in evals[0] else None,
+        "curve_live": [round(e[live], 4) for e in evals] if live in evals[0] else None,
+        "options": {k: opts.get(k) for k in LEVER_OPTIONS},
         "text": {k: meta["text"][k] for k in ("cashtags", "emojis")},
     }
 
@@ -179,15 +191,20 @@ def markdown(x: dict[str, Any]) -> str:
             "",
             "### Levers (short runs, validation only)",
             "",
-            "| lever | rows | epochs | best mean per-source val macro-F1 | per source | curve |",
-            "|---|---|---|---|---|---|",
+            "| lever | rows | epochs | best mean per-source val macro-F1 | per source | curve |"
+            " live weights (with EMA) |",
+            "|---|---|---|---|---|---|---|",
         ]
         for lv in x["levers"]:
             per = ", ".join(f"{v:.3f}" for v in lv["val_per_source"].values())
+            live = lv.get("best_val_live")
             lines.append(
-                f"| {lv['lever']} | {lv['options']['max_samples']} | {lv['options']['epochs']} | "
-                f"{lv['best_val']:.4f} (epoch {lv['best_epoch']}) | {per} | "
-                f"{' → '.join(str(c) for c in lv['curve'])} |"
+                f"| {lv['lever']} | {lv['options']['max_samples'] or 'all'} | "
+                f"{lv['options']['epochs']} | {lv['best_val']:.4f} (epoch {lv['best_epoch']}) | "
+                f"{per} | {' → '.join(str(c) for c in lv['curve'])} | "
+                + ("-" if live is None else f"best {live:.4f}: ")
+                + " → ".join(str(c) for c in lv.get("curve_live") or [])
+                + " |"
             )
     if x.get("note"):
         lines += ["", x["note"]]
@@ -219,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
         wall = round(time.perf_counter() - t0, 1)
         command = "cryptosent " + " ".join(shlex.quote(a) for a in cmd)
     levers = [
-        lever_summary(*spec.split("=", 1)[:1], Path(spec.split("=", 1)[1])) for spec in args.lever
+        lever_summary(name, Path(path))
+        for name, path in (spec.split("=", 1) for spec in args.lever)
     ]
     summary = summarize(args.artifact, wall, levers)
     summary["command"] = command

@@ -20,13 +20,17 @@ import numpy as np
 
 from ops.settings import TrainSettings
 from stream.core.planning import plan_batches
-from trainer.batching import batch_order, class_weights, collate, source_weights
+from trainer.averaging import WeightAverage
+from trainer.batching import batch_order, collate, source_weights
+from trainer.optim import Optimization, make_optimization
 
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel
 
 Padding = Literal["dynamic", "fixed"]
+# What an eval record also carries for the live weights when the averaged ones are evaluated.
+LIVE_KEYS = ("val_loss", "val_macro_f1", "val_mean_source_macro_f1")
 LogFn = Callable[[dict[str, Any]], None]
 
 
@@ -36,63 +40,6 @@ def autocast_context(device: torch.device, dtype: torch.dtype | None) -> Any:
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-@dataclass
-class Optimization:
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    scaler: Any  # torch.amp.GradScaler when training in fp16, else None
-    loss_weight: torch.Tensor | None
-    max_grad_norm: float
-    label_smoothing: float = 0.0
-
-
-def make_optimization(
-    model: PreTrainedModel,
-    cfg: TrainSettings,
-    *,
-    total_steps: int,
-    train_labels: Sequence[int],
-    device: torch.device,
-    autocast_dtype: torch.dtype | None,
-) -> Optimization:
-    """Moves the model to `device`, then builds AdamW (no decay on biases and LayerNorm
-    weights), linear warmup then linear decay to 0, the grad scaler and the loss weights."""
-    import torch
-    from transformers import get_linear_schedule_with_warmup
-
-    module: torch.nn.Module = model
-    module.to(device)
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
-    lr = cfg.learning_rate or default_learning_rate(int(model.config.hidden_size))
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": cfg.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=lr,
-    )
-    # transformers leaves this function unannotated; it returns a LambdaLR.
-    scheduler = get_linear_schedule_with_warmup(  # type: ignore[no-untyped-call]
-        optimizer,
-        num_warmup_steps=math.ceil(cfg.warmup_ratio * total_steps),
-        num_training_steps=total_steps,
-    )
-    scaler = (
-        torch.amp.GradScaler("cuda")
-        if device.type == "cuda" and autocast_dtype == torch.float16
-        else None
-    )
-    weight = (
-        torch.tensor(class_weights(train_labels), dtype=torch.float32, device=device)
-        if cfg.class_weighted_loss
-        else None
-    )
-    return Optimization(
-        optimizer, scheduler, scaler, weight, cfg.max_grad_norm, cfg.label_smoothing
-    )
 
 
 def train_step(
@@ -213,13 +160,6 @@ def eval_points(steps_per_epoch: int, evals_per_epoch: int) -> set[int]:
     return {max(1, round(steps_per_epoch * k / n)) for k in range(1, n + 1)}
 
 
-def default_learning_rate(hidden_size: int) -> float:
-    """The notebook's 1e-4 suits small encoders such as MiniLM (hidden 384), which learn too
-    slowly at BERT's usual rates; for bert-base-sized models (hidden 768+) it is high, so they get
-    3e-5, inside the BERT paper's 2e-5..5e-5 range."""
-    return 1e-4 if hidden_size <= 512 else 3e-5
-
-
 def fit(
     model: PreTrainedModel,
     cfg: TrainSettings,
@@ -274,6 +214,8 @@ def fit(
         autocast_dtype=autocast_dtype,
     )
 
+    average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+
     best_key: tuple[float, float] | None = None
     best: dict[str, Any] = {}
     best_state: dict[str, torch.Tensor] = {}
@@ -285,9 +227,8 @@ def fit(
     busy = 0.0  # seconds spent in train steps, excluding validation
     start = time.perf_counter()
 
-    def run_eval() -> bool:
-        nonlocal best_key, best, best_state, since_best
-        metrics = validate(
+    def measure() -> dict[str, float]:
+        return validate(
             model,
             val_ids,
             val_labels,
@@ -297,6 +238,18 @@ def fit(
             autocast_dtype=autocast_dtype,
             groups=val_groups,
         )
+
+    def run_eval() -> bool:
+        nonlocal best_key, best, best_state, since_best
+        live = measure()
+        if average is None:
+            metrics = live
+        else:
+            # The averaged weights are the candidates; the live ones are logged beside them so
+            # a run shows what averaging bought.
+            with average.applied():
+                metrics = measure()
+            metrics.update({f"live_{k}": v for k, v in live.items() if k in LIVE_KEYS})
         key = (metrics[select], -metrics["val_loss"])
         improved = best_key is None or key > best_key
         record = {
@@ -312,7 +265,10 @@ def fit(
             best_key = key
             best = dict(record)
             # A CPU copy: the live weights keep changing, and the best ones must survive them.
-            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            with contextlib.nullcontext() if average is None else average.applied():
+                best_state = {
+                    k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()
+                }
             since_best = 0
         else:
             since_best += 1
@@ -350,6 +306,8 @@ def fit(
                     autocast_dtype=autocast_dtype,
                     sample_weight=None if row_weight is None else row_weight[idx],
                 )
+                if average is not None:
+                    average.update()
                 dt = time.perf_counter() - t0
                 busy += dt
                 samples_seen += len(idx)
@@ -362,7 +320,7 @@ def fit(
                         "step": step,
                         "epoch": round(step / steps_per_epoch, 4),
                         "loss": round(loss, 6),
-                        "lr": opt.scheduler.get_last_lr()[0],
+                        "lr": opt.current_lr(),
                         "samples_per_s": round(rate, 2),
                         "elapsed_s": round(time.perf_counter() - start, 3),
                     }

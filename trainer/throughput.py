@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from ops.settings import TrainSettings
 from trainer.batching import batch_order, collate
-from trainer.loop import Padding, make_optimization, train_step
+from trainer.loop import Padding, train_step
+from trainer.optim import make_optimization
 
 if TYPE_CHECKING:
     import torch

@@ -224,7 +224,8 @@ def train_on(
 
     from stream.inference import resolve_device, resolve_dtype
     from trainer.base_model import load_base_model, resolve_base_model
-    from trainer.loop import default_learning_rate, fit
+    from trainer.loop import fit
+    from trainer.optim import default_learning_rate
 
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)

@@ -64,7 +64,7 @@ def step_training(ctx: Context) -> dict[str, Any]:
         "shape": shape.describe(),
         "batch_size": sizes.train_batch,
         "autocast": str(dtype).replace("torch.", "") if dtype is not None else "fp32",
-        "optimizer": "AdamW (trainer.loop.make_optimization), forward+backward+step",
+        "optimizer": "AdamW (trainer.optim.make_optimization), forward+backward+step",
         "source": source,
         "fixed_128": runs["fixed"],
         "dynamic_grouped": runs["dynamic"],

@@ -97,6 +97,27 @@ def register(sub: Any) -> None:
     )
     t.add_argument("--label-smoothing", dest="train.label_smoothing", type=float, default=None)
     t.add_argument(
+        "--layer-lr-decay",
+        dest="train.layer_lr_decay",
+        type=float,
+        default=None,
+        help="each encoder layer learns this many times slower than the one above (1 = off)",
+    )
+    t.add_argument(
+        "--head-lr-scale",
+        dest="train.head_lr_scale",
+        type=float,
+        default=None,
+        help="the new classifier (and pooler) learn at lr times this (1 = off)",
+    )
+    t.add_argument(
+        "--ema-decay",
+        dest="train.ema_decay",
+        type=float,
+        default=None,
+        help="evaluate and save a moving average of the weights with this decay (0 = off)",
+    )
+    t.add_argument(
         "--cashtags",
         dest="text.cashtags",
         choices=["ticker", "remove", "keep"],

@@ -181,7 +181,7 @@ class TrainSettings(_Section):
     epochs: float = Field(default=3.0, gt=0)
     batch_size: int = Field(default=25, ge=1)
     eval_batch_size: int = Field(default=64, ge=1)
-    # None: chosen by model size (trainer.train.default_learning_rate); see docs/training.md.
+    # None: chosen by model size (trainer.optim.default_learning_rate); see docs/training.md.
     learning_rate: float | None = Field(default=None, gt=0, lt=1)
     weight_decay: float = Field(default=0.01, ge=0)
     warmup_ratio: float = Field(default=0.1, ge=0, lt=1)
@@ -194,6 +194,13 @@ class TrainSettings(_Section):
     # (no effect with one source). Chosen on validation: docs/training.md, "Several sources".
     source_balance: Literal["none", "weight"] = "weight"
     label_smoothing: float = Field(default=0.0, ge=0.0, lt=0.5)
+    # Learning rate of encoder layer i (of L) = lr * layer_lr_decay ** (L - i); the embeddings
+    # get lr * layer_lr_decay ** L. 1.0: one rate for the whole body (trainer/optim.py).
+    layer_lr_decay: float = Field(default=1.0, gt=0.0, le=1.0)
+    # The new classifier and the pooler it reads learn at lr * head_lr_scale.
+    head_lr_scale: float = Field(default=1.0, ge=1.0, le=100.0)
+    # > 0: evaluate and save an exponential moving average of the weights (trainer/averaging.py).
+    ema_decay: float = Field(default=0.0, ge=0.0, lt=1.0)
     group_by_length: bool = True
     max_samples: int | None = Field(default=None, ge=10)
     seed: int = 42

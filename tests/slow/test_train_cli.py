@@ -263,3 +263,25 @@ def test_two_sources_train_with_per_source_and_cross_domain_reports(
         if '"eval"' in line
     ]
     assert all("val_mean_source_macro_f1" in e for e in evals)
+
+
+def test_layer_rates_and_weight_average_are_recorded(tmp_path: Path, tiny_base: Path) -> None:
+    out = tmp_path / "averaged"
+    extra = ("--layer-lr-decay", "0.5", "--head-lr-scale", "5", "--ema-decay", "0.9")
+    assert main(train_args(tiny_base, out, *extra)) == 0
+    options = read_meta(out).train_options["train"]
+    assert (options["layer_lr_decay"], options["head_lr_scale"], options["ema_decay"]) == (
+        0.5,
+        5.0,
+        0.9,
+    )
+    records = [
+        json.loads(line)
+        for line in (out / "train_log.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
+    evals = [r for r in records if r["type"] == "eval"]
+    # The averaged weights are what is selected; the live ones are logged beside them.
+    assert all({"val_macro_f1", "live_val_macro_f1", "live_val_loss"} <= set(e) for e in evals)
+    assert any(e["val_loss"] != e["live_val_loss"] for e in evals)
+    first = next(r for r in records if r["type"] == "step")
+    assert first["lr"] <= 1e-3  # the top layer's rate, not the head's 5e-3

@@ -96,7 +96,7 @@ def test_missing_csv_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
 
 def test_default_learning_rate_by_model_size() -> None:
-    from trainer.loop import default_learning_rate
+    from trainer.optim import default_learning_rate
 
     assert default_learning_rate(384) == 1e-4  # MiniLM: the notebook's rate suits it
     assert default_learning_rate(768) == 3e-5  # bert-base: 1e-4 is too high

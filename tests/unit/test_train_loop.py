@@ -10,8 +10,9 @@ import pytest
 from ops.errors import UserError
 from ops.settings import TrainSettings
 from trainer.batching import batch_order, class_weights, collate
-from trainer.loop import eval_points, make_optimization
+from trainer.loop import eval_points
 from trainer.metrics import classification_metrics
+from trainer.optim import make_optimization
 from trainer.train import QUICK_PROFILE, apply_profile, check_output_dir, staging_dir
 
 
