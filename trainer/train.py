@@ -53,8 +53,9 @@ QUICK_PROFILE: dict[str, Any] = {
 
 
 # `--profile seed`: the original notebook's hyperparameters, for a GPU user who wants to compare
-# (bert-base-uncased, lr 1e-4, batch 25, 3 epochs, 128 tokens, no early stopping). The fixes of
-# docs/training.md (class-weighted loss, warm-up and decay, macro-F1 selection) still apply.
+# (bert-base-uncased, lr 1e-4, batch 25, 3 epochs, 128 tokens, no early stopping, one rate for
+# every layer, no label smoothing). The fixes of docs/training.md (class-weighted loss, warm-up
+# and decay, macro-F1 selection) still apply.
 SEED_PROFILE: dict[str, Any] = {
     "base_model": "bert-base-uncased",
     "learning_rate": 1e-4,
@@ -62,6 +63,10 @@ SEED_PROFILE: dict[str, Any] = {
     "epochs": 3.0,
     "max_length": 128,
     "early_stopping_patience": 0,
+    "layer_lr_decay": 1.0,
+    "head_lr_scale": 1.0,
+    "label_smoothing": 0.0,
+    "ema_decay": 0.0,
 }
 PROFILES: dict[str, dict[str, Any]] = {"quick": QUICK_PROFILE, "seed": SEED_PROFILE}
 

@@ -193,12 +193,13 @@ class TrainSettings(_Section):
     # Several sources: "weight" scales each row's loss so every source counts as much in total
     # (no effect with one source). Chosen on validation: docs/training.md, "Several sources".
     source_balance: Literal["none", "weight"] = "weight"
-    label_smoothing: float = Field(default=0.0, ge=0.0, lt=0.5)
+    # The defaults of these three were chosen on validation (docs/training.md, "Levers").
+    label_smoothing: float = Field(default=0.1, ge=0.0, lt=0.5)
     # Learning rate of encoder layer i (of L) = lr * layer_lr_decay ** (L - i); the embeddings
     # get lr * layer_lr_decay ** L. 1.0: one rate for the whole body (trainer/optim.py).
-    layer_lr_decay: float = Field(default=1.0, gt=0.0, le=1.0)
+    layer_lr_decay: float = Field(default=0.8, gt=0.0, le=1.0)
     # The new classifier and the pooler it reads learn at lr * head_lr_scale.
-    head_lr_scale: float = Field(default=1.0, ge=1.0, le=100.0)
+    head_lr_scale: float = Field(default=10.0, ge=1.0, le=100.0)
     # > 0: evaluate and save an exponential moving average of the weights (trainer/averaging.py).
     ema_decay: float = Field(default=0.0, ge=0.0, lt=1.0)
     group_by_length: bool = True

@@ -83,7 +83,7 @@ def test_schedule_warms_up_then_decays_to_zero() -> None:
     )
     lrs: list[float] = []
     for _ in range(100):
-        lrs.append(float(opt.scheduler.get_last_lr()[0]))
+        lrs.append(opt.current_lr())
         opt.optimizer.step()
         opt.scheduler.step()
     peak = int(np.argmax(lrs))
@@ -120,6 +120,19 @@ def test_quick_profile_fills_only_what_was_not_given() -> None:
     assert quick.max_samples == QUICK_PROFILE["max_samples"]
     full = TrainSettings()
     assert apply_profile(full, explicit=set()) == full
+
+
+def test_seed_profile_is_the_notebook_recipe_without_the_new_levers() -> None:
+    seed = apply_profile(TrainSettings(profile="seed"), explicit=set())
+    assert (seed.base_model, seed.learning_rate, seed.batch_size, seed.epochs) == (
+        "bert-base-uncased",
+        1e-4,
+        25,
+        3.0,
+    )
+    assert (seed.layer_lr_decay, seed.head_lr_scale, seed.label_smoothing) == (1.0, 1.0, 0.0)
+    full = TrainSettings()
+    assert (full.layer_lr_decay, full.head_lr_scale, full.label_smoothing) != (1.0, 1.0, 0.0)
 
 
 def test_output_dir_rules(tmp_path: Path) -> None:

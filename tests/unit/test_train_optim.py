@@ -90,8 +90,8 @@ def test_logged_rate_is_the_top_layers_through_the_schedule(tmp_path: Path) -> N
     assert seen == pytest.approx([5e-5, 1e-4, 5e-5, 0.0])
 
 
-def test_defaults_are_one_rate_for_everything(tmp_path: Path) -> None:
-    rates = set(_optimizer_rates(tmp_path).values())
+def test_no_decay_and_no_scale_is_one_rate_for_everything(tmp_path: Path) -> None:
+    rates = set(_optimizer_rates(tmp_path, layer_lr_decay=1.0, head_lr_scale=1.0).values())
     assert rates == {1e-4}
 
 
