@@ -157,9 +157,11 @@ def markdown(x: dict[str, Any]) -> str:
         f"{x['options']['max_length']}, source_balance {x['options']['source_balance']}, "
         f"label_smoothing {x['options']['label_smoothing']}; checkpoint on mean per-source "
         "validation macro-F1",
-        f"- wall time of the whole run (main model + cross-domain models in 2 worker "
-        f"processes, evaluation, reports): {x['targets']['wall_seconds']} s on "
-        f"{x.get('machine', {}).get('cpu', 'this machine')} (2 cores shared with other jobs)",
+        f"- wall time of the whole run (main model + cross-domain models in "
+        f"{x.get('workers', 'n/a')} worker process(es), evaluation, reports): "
+        f"{x['targets']['wall_seconds']} s on "
+        f"{x.get('machine', {}).get('cpu', 'this machine')}, {x.get('machine', {}).get('cores')} "
+        "cores",
         "",
         "### Test splits of each source (model trained on all sources)",
         "",
@@ -241,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     ]
     summary = summarize(args.artifact, wall, levers)
     summary["command"] = command
+    if "--cross-domain-workers" in passthrough:
+        summary["workers"] = int(passthrough[passthrough.index("--cross-domain-workers") + 1])
     summary["machine"] = {"cpu": _cpu(), "cores": os.cpu_count(), "platform": platform.platform()}
     if args.note:
         summary["note"] = args.note

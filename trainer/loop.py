@@ -182,7 +182,9 @@ def fit(
 
     With several sources (`*_groups`: the source of each row) "best" is the mean of the
     per-source validation macro-F1s, so a model that does well on the large source only does
-    not win; `cfg.source_balance == "weight"` weights each row's loss by n / (k * n_source)."""
+    not win; `cfg.source_balance == "weight"` weights each row's loss by n / (k * n_source).
+    With `cfg.ema_decay` > 0 the candidates evaluated, selected and returned are the moving
+    average of the weights (trainer/averaging.py), the live weights' figures logged beside them."""
     import torch
     from tqdm.auto import tqdm
 

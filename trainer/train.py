@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ops.errors import UserError
-from ops.settings import Settings, TrainSettings
+from ops.settings import Settings
 from stream.artifact import (
     META_FILE,
     PICKLE_SUFFIXES,
@@ -36,48 +36,6 @@ from trainer.sources import SourceSpec
 
 LOG_FILE = "train_log.jsonl"
 REPORT_DIR = "report"
-
-# `--profile quick`: a CPU-sized run of ~115 optimizer steps, one to three minutes for MiniLM on
-# two cores depending on how busy they are. With so few steps 5e-5 barely moves the new
-# classifier head (validation loss 0.68 after an epoch, macro-F1 0.57); at 1e-4 validation
-# macro-F1 still rises through the second epoch, so the profile runs three.
-# Explicit flags still win; see cryptosent/commands/train.py.
-QUICK_PROFILE: dict[str, Any] = {
-    "max_samples": 1500,
-    "epochs": 3.0,
-    "max_length": 64,
-    "batch_size": 32,
-    "learning_rate": 1e-4,
-    "evals_per_epoch": 2,
-}
-
-
-# `--profile seed`: the original notebook's hyperparameters, for a GPU user who wants to compare
-# (bert-base-uncased, lr 1e-4, batch 25, 3 epochs, 128 tokens, no early stopping, one rate for
-# every layer, no label smoothing). The fixes of docs/training.md (class-weighted loss, warm-up
-# and decay, macro-F1 selection) still apply.
-SEED_PROFILE: dict[str, Any] = {
-    "base_model": "bert-base-uncased",
-    "learning_rate": 1e-4,
-    "batch_size": 25,
-    "epochs": 3.0,
-    "max_length": 128,
-    "early_stopping_patience": 0,
-    "layer_lr_decay": 1.0,
-    "head_lr_scale": 1.0,
-    "label_smoothing": 0.0,
-    "ema_decay": 0.0,
-}
-PROFILES: dict[str, dict[str, Any]] = {"quick": QUICK_PROFILE, "seed": SEED_PROFILE}
-
-
-def apply_profile(train: TrainSettings, explicit: set[str]) -> TrainSettings:
-    """The profile's values for every field not set explicitly."""
-    profile = PROFILES.get(train.profile)
-    if profile is None:
-        return train
-    updates = {k: v for k, v in profile.items() if k not in explicit}
-    return train.model_copy(update=updates)
 
 
 @dataclass
@@ -167,7 +125,7 @@ def train(
     *,
     progress: bool = True,
     cross_domain: bool = False,
-    cross_domain_workers: int = 1,
+    cross_domain_workers: int = 0,
 ) -> TrainOutcome:
     """Fine-tune per `settings.train` on one CSV or several sources and write the artifact at
     `settings.train.out`. `cross_domain` (several sources only) also fine-tunes one model per
@@ -338,6 +296,9 @@ def train_on(
             "class_weighted_loss": cfg.class_weighted_loss,
             "source_balance": cfg.source_balance,
             "label_smoothing": cfg.label_smoothing,
+            "layer_lr_decay": cfg.layer_lr_decay,
+            "head_lr_scale": cfg.head_lr_scale,
+            "ema_decay": cfg.ema_decay,
             "selected_on": "mean per-source validation macro-F1"
             if len(data.sources) > 1
             else "validation macro-F1",
@@ -386,12 +347,8 @@ def _assert_safetensors_only(directory: Path) -> None:
 __all__ = [
     "LOG_FILE",
     "META_FILE",
-    "PROFILES",
-    "QUICK_PROFILE",
     "REPORT_DIR",
-    "SEED_PROFILE",
     "TrainOutcome",
-    "apply_profile",
     "check_output_dir",
     "staging_dir",
     "train",

@@ -21,6 +21,16 @@ from cryptosent.common import (
 from ops.errors import UserError
 
 
+def _workers(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError("workers must be >= 0 (0 = in this process)")
+    return n
+
+
 def register(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "train",
@@ -140,10 +150,11 @@ def register(sub: Any) -> None:
     )
     t.add_argument(
         "--cross-domain-workers",
-        type=int,
-        default=1,
+        type=_workers,
+        default=0,
         metavar="N",
-        help="train the --cross-domain models in N worker processes, alongside the main one",
+        help="train the --cross-domain models in N worker processes alongside the main one "
+        "(0, the default: in this process, one after another, before it)",
     )
     t.add_argument(
         "--no-group-by-length",
@@ -187,8 +198,9 @@ def _sigterm_as_exit() -> Iterator[None]:
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     # Imported here: torch and transformers are not `cryptosent --help` work.
+    from trainer.profiles import apply_profile
     from trainer.sources import load_data_spec, parse_source
-    from trainer.train import apply_profile, train
+    from trainer.train import train
 
     specs = (
         load_data_spec(args.data_spec) if args.data_spec else [parse_source(v) for v in args.csv]

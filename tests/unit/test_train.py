@@ -118,3 +118,14 @@ def test_every_source_must_exist(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert main(args) == 2
     assert "missing.csv" in one_error_line(capsys)
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(("value", "why"), [("-1", "must be >= 0"), ("two", "not a whole number")])
+def test_cross_domain_workers_must_be_a_count(
+    value: str, why: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["train", "--csv", "x.csv", "--cross-domain-workers", value, "--out", str(tmp_path)]
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    assert why in capsys.readouterr().err.strip().splitlines()[-1]

@@ -13,7 +13,8 @@ from trainer.batching import batch_order, class_weights, collate
 from trainer.loop import eval_points
 from trainer.metrics import classification_metrics
 from trainer.optim import make_optimization
-from trainer.train import QUICK_PROFILE, apply_profile, check_output_dir, staging_dir
+from trainer.profiles import QUICK_PROFILE, apply_profile
+from trainer.train import check_output_dir, staging_dir
 
 
 def _lengths(n: int = 2000, seed: int = 0) -> list[int]:
