@@ -244,16 +244,20 @@ def fit(
     def run_eval() -> bool:
         nonlocal best_key, best, best_state, since_best
         live = measure()
-        if average is None:
+        # The averaged weights are the candidates (swapped in once, for scoring and for the
+        # snapshot); the live ones are logged beside them so a run shows what averaging bought.
+        with contextlib.nullcontext() if average is None else average.applied():
             metrics = live
-        else:
-            # The averaged weights are the candidates; the live ones are logged beside them so
-            # a run shows what averaging bought.
-            with average.applied():
+            if average is not None:
                 metrics = measure()
-            metrics.update({f"live_{k}": v for k, v in live.items() if k in LIVE_KEYS})
-        key = (metrics[select], -metrics["val_loss"])
-        improved = best_key is None or key > best_key
+                metrics.update({f"live_{k}": v for k, v in live.items() if k in LIVE_KEYS})
+            key = (metrics[select], -metrics["val_loss"])
+            improved = best_key is None or key > best_key
+            if improved:
+                # A CPU copy: the live weights keep changing, and the best must survive them.
+                best_state = {
+                    k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()
+                }
         record = {
             "type": "eval",
             "step": step,
@@ -266,11 +270,6 @@ def fit(
         if improved:
             best_key = key
             best = dict(record)
-            # A CPU copy: the live weights keep changing, and the best ones must survive them.
-            with contextlib.nullcontext() if average is None else average.applied():
-                best_state = {
-                    k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()
-                }
             since_best = 0
         else:
             since_best += 1
