@@ -243,8 +243,11 @@ def main(argv: list[str] | None = None) -> int:
     ]
     summary = summarize(args.artifact, wall, levers)
     summary["command"] = command
-    if "--cross-domain-workers" in passthrough:
-        summary["workers"] = int(passthrough[passthrough.index("--cross-domain-workers") + 1])
+    if args.csv:
+        # Parsed as `cryptosent train` does, so `--cross-domain-workers=2` and its default count.
+        workers = argparse.ArgumentParser(add_help=False)
+        workers.add_argument("--cross-domain-workers", type=int, default=0)
+        summary["workers"] = workers.parse_known_args(passthrough)[0].cross_domain_workers
     summary["machine"] = {"cpu": _cpu(), "cores": os.cpu_count(), "platform": platform.platform()}
     if args.note:
         summary["note"] = args.note
