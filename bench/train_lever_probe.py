@@ -15,7 +15,9 @@ features (the first half of LP-FT). They were tried for issue 13 and none was ke
 
 Only validation splits are scored: the test splits stay untouched for the final figures. The
 adaptation text is cleaned by the serving pipeline and drops every text that is in any source's
-validation or test split. Each run appends one record to bench/results/train_lever_probe.json.
+validation or test split. The splits are rebuilt with the default text settings, so probe
+text-pipeline options (--cashtags, --emojis) with bench/train_cross_domain.py instead. Each run
+appends one record to bench/results/train_lever_probe.json and rewrites the markdown beside it.
 """
 
 from __future__ import annotations
