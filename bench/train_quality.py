@@ -228,11 +228,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     result["total_seconds"] = round(time.perf_counter() - started, 1)
 
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "train_quality.json").write_text(json.dumps(result, indent=2) + "\n", "utf-8")
-    (RESULTS / "train_quality.md").write_text(markdown(result), "utf-8")
+    write_results(result, RESULTS)
     print(json.dumps(result.get("targets", {}), indent=2))
     return 0
+
+
+def write_results(result: dict[str, Any], results: Path) -> None:
+    """The JSON and markdown, keeping the multi-source section that bench/train_cross_domain.py
+    owns in both files: a single-source run does not erase it."""
+    from train_cross_domain import MD_MARKER
+
+    results.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = results / "train_quality.json", results / "train_quality.md"
+    previous = json.loads(json_path.read_text("utf-8")) if json_path.is_file() else {}
+    if "cross_domain" in previous:
+        result["cross_domain"] = previous["cross_domain"]
+    _, marker, tail = (md_path.read_text("utf-8") if md_path.is_file() else "").partition(MD_MARKER)
+    json_path.write_text(json.dumps(result, indent=2) + "\n", "utf-8")
+    md_path.write_text(markdown(result).rstrip("\n") + "\n" + marker + tail, "utf-8")
 
 
 def _f(v: Any) -> str:
