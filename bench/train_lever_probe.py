@@ -33,24 +33,29 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = next(
-    (p for p in (ROOT / "shared" / "data", ROOT.parent / "shared" / "data") if p.is_dir()),
-    ROOT.parent / "shared" / "data",
+# (name, CSV): the sources every probe is scored on, looked up where the other benchmarks look.
+SOURCE_FILES = (
+    ("stocktwits", "stocktwits_eth_2022_labeled.csv"),
+    ("tfn", "twitter_financial_news.csv"),
 )
-SOURCES = [
-    f"{SHARED / 'stocktwits_eth_2022_labeled.csv'}:name=stocktwits",
-    f"{SHARED / 'twitter_financial_news.csv'}:name=tfn",
-]
 RESULTS = ROOT / "bench" / "results" / "train_lever_probe.json"
 
 
 def _splits() -> Any:
+    from asset_counts import find_shared
+
     from ops.settings import Settings
     from trainer.dataset import load_splits
     from trainer.sources import parse_source
 
+    specs = []
+    for name, csv in SOURCE_FILES:
+        path = find_shared(csv)
+        if path is None:
+            raise SystemExit(f"error: {csv} not found in ../shared/data")
+        specs.append(parse_source(f"{path}:name={name}"))
     settings = Settings()
-    return settings, load_splits([parse_source(s) for s in SOURCES], settings, max_samples=None)
+    return settings, load_splits(specs, settings, max_samples=None)
 
 
 def _record(record: dict[str, Any]) -> None:
@@ -62,23 +67,30 @@ def _record(record: dict[str, Any]) -> None:
     print(json.dumps(record), flush=True)
 
 
-def _flag(args: list[str], name: str, default: str) -> str:
-    return args[args.index(name) + 1] if name in args else default
+def _train_flags(args: list[str]) -> argparse.Namespace:
+    """The flags of a recorded `cryptosent train` command that label a run, parsed as train
+    parses them (`--csv=PATH` included)."""
+    flags = argparse.ArgumentParser(add_help=False)
+    flags.add_argument("--csv", action="append", default=[])
+    flags.add_argument("--base-model", default="minilm")
+    return flags.parse_known_args(args)[0]
 
 
 def markdown(runs: list[dict[str, Any]]) -> str:
     """Every recorded run, one table per kind; validation macro-F1 only."""
-    names = [s.rsplit("name=", 1)[1] for s in SOURCES]
+    names = [name for name, _ in SOURCE_FILES]
     out = ["# Lever probes (validation macro-F1; bench/train_lever_probe.py)", ""]
     out += ["## Fine-tuned probes", ""]
     out += ["| trained on | base model | head | " + " | ".join(names) + " | seconds | date |"]
     out += ["|---|---|---|" + "---|" * len(names) + "---|---|"]
     for r in (r for r in runs if r["kind"] == "probe"):
-        trained = _flag(r["args"], "--csv", "?").rsplit("name=", 1)[-1]
+        flags = _train_flags(r["args"])
+        trained = " + ".join(c.rsplit("name=", 1)[-1] for c in flags.csv) or "?"
         head = "mean pooling" if r["mean_pool"] else "[CLS] + pooler"
         cells = " | ".join(str(r.get(f"val_macro_f1_{n}", "")) for n in names)
-        base = _flag(r["args"], "--base-model", "minilm")
-        out.append(f"| {trained} | {base} | {head} | {cells} | {r['seconds']} | {r['date']} |")
+        out.append(
+            f"| {trained} | {flags.base_model} | {head} | {cells} | {r['seconds']} | {r['date']} |"
+        )
     out += ["", "## Masked-LM adaptation", ""]
     out += ["| out | texts | steps | lr | head-only share | MLM loss first / last 50 | seconds |"]
     out += ["|---|---|---|---|---|---|---|"]
