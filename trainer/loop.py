@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from ops.settings import TrainSettings
+from stream.backends.torch_backend import forward_context
 from stream.core.planning import plan_batches
 from trainer.averaging import WeightAverage
 from trainer.batching import batch_order, collate, source_weights
@@ -32,14 +33,6 @@ Padding = Literal["dynamic", "fixed"]
 # What an eval record also carries for the live weights when the averaged ones are evaluated.
 LIVE_KEYS = ("val_loss", "val_macro_f1", "val_mean_source_macro_f1")
 LogFn = Callable[[dict[str, Any]], None]
-
-
-def autocast_context(device: torch.device, dtype: torch.dtype | None) -> Any:
-    import torch
-
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def train_step(
@@ -63,7 +56,7 @@ def train_step(
     module.train()
     moved = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
     labels = labels.to(device, non_blocking=True)
-    with autocast_context(device, autocast_dtype):
+    with forward_context(device, autocast_dtype):
         logits = model(**moved).logits
     # The loss in fp32 whatever the autocast dtype; the weights are the point of this line (the
     # notebook computed class weights and never passed them to the loss).
@@ -120,7 +113,7 @@ def validate(
         for idx in plan_batches([len(x) for x in ids], batch_size):
             batch = collate([ids[i] for i in idx], pad_id)
             moved = {k: v.to(device) for k, v in batch.items()}
-            with autocast_context(device, autocast_dtype):
+            with forward_context(device, autocast_dtype):
                 out = model(**moved).logits
             logits[idx] = out.float().cpu().numpy()
     loss = float(nnf.cross_entropy(torch.from_numpy(logits), torch.from_numpy(y)))

@@ -40,9 +40,9 @@ TARGET_AGREEMENT = 0.995
 TARGET_SERVE_TPS = 10_000.0
 TARGET_SERVE_RATIO = 0.8
 TARGET_TRAIN_SPEEDUP = 2.0
-STEP_NAMES = ("correctness", "training", "inference", "memory", "serve")
+STEP_NAMES = ("correctness", "training", "inference", "memory", "serve", "serve_procs")
 # Execution order: serve last, it needs the inference ceiling and is the most fragile (a broker).
-RUN_ORDER = ("correctness", "training", "inference", "memory", "serve")
+RUN_ORDER = ("correctness", "training", "inference", "memory", "serve", "serve_procs")
 
 CARRY_HINT = (
     "carry the wheels: run `bash bench/gpu.sh --prepare` on a machine with pip access, then "
@@ -288,4 +288,7 @@ def vocab_words(tokenizer: Any, limit: int = 12_000) -> list[str]:
     vocab = tokenizer.get_vocab()
     # A small test vocabulary (the fallback tokenizer) has no [unused]/character block to skip.
     lo = FIRST_WORD_ID if len(vocab) > FIRST_WORD_ID else 0
-    return [w for w, i in vocab.items() if lo <= i < limit and w.isalpha() and len(w) > 1]
+    # In id order: get_vocab() iterates a hash map, whose order changes from process to process,
+    # and the serve step's texts (hence its skip counts) must not.
+    ordered = sorted(vocab.items(), key=lambda item: item[1])
+    return [w for w, i in ordered if lo <= i < limit and w.isalpha() and len(w) > 1]

@@ -32,6 +32,10 @@ class Context:
     tokenizer: Any
     encoder: Path | None
     out: Path
+    # stream.prep_processes for the serve step: a count, or "auto" (serve's own rule).
+    prep_processes: int | str = "auto"
+    # Serve processes sharing the card in the serve_procs step.
+    serve_procs: int = 3
     ceiling: dict[tuple[str, str, int], float] = field(default_factory=dict)
 
     @property

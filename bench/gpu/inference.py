@@ -100,6 +100,8 @@ def step_inference(ctx: Context) -> dict[str, Any]:
                 flush=True,
             )
     models.clear()
+    ctx.free()
+    ab = attention_ab(ctx, pool, max(sizes.batch_sizes[:4]))
     best = max(
         (
             p
@@ -117,4 +119,39 @@ def step_inference(ctx: Context) -> dict[str, Any]:
         "shapes": {k: v.describe() for k, v in sizes.shapes.items()},
         "points": points,
         "best_bert_base": {k: best[k] for k in ("precision", "batch_size", "tweets_per_s")},
+        "attention_ab": ab,
     }
+
+
+def attention_ab(ctx: Context, pool: list[list[int]], bs: int) -> dict[str, Any]:
+    """bert-base bf16 at batch `bs`, the same planned batches twice: `forward_logits` as serve and
+    the trainer run it (cuDNN attention left out, stream.backends.torch_backend.forward_context)
+    and the plain forward under torch's own SDPA choice, which on Hopper prefers cuDNN attention
+    and builds a graph for every new (rows, width) shape."""
+    if not ctx.cuda:
+        return {"status": "skipped", "reason": "cuDNN attention is CUDA-only"}
+    import dataclasses
+
+    import torch
+
+    model = build_model(ctx.sizes.shapes["bert-base"], seed=ctx.seed).to(ctx.device)
+    dtype = ctx.bf16()
+    sm = serving_model(model, ctx.device, dtype)
+
+    def torch_default(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        moved = {k: v.to(ctx.device, non_blocking=True) for k, v in batch.items()}
+        with torch.inference_mode(), torch.autocast("cuda", dtype=dtype):
+            logits: torch.Tensor = model(**moved).logits
+        return logits.float().cpu()
+
+    batches = serve_batches(pool, bs)
+    out: dict[str, Any] = {"batch_size": bs, "precision": "bf16"}
+    for name, candidate in (
+        ("torch_default_sdpa", dataclasses.replace(sm, run_batch=torch_default)),
+        ("cudnn_left_out", sm),
+    ):
+        out[name] = measure_point(candidate, batches, ctx.sizes.point_cap_s, ctx.rng(77), ctx.sync)
+        print(f"   attention A/B, {name}: {out[name]['tweets_per_s']} tweets/s", flush=True)
+    slow = out["torch_default_sdpa"]["tweets_per_s"]
+    out["speedup"] = round(out["cudnn_left_out"]["tweets_per_s"] / slow, 2) if slow else None
+    return out

@@ -35,6 +35,7 @@ from gpu.memory import step_memory
 from gpu.models import export_encoder, find_encoder
 from gpu.results import evaluate_targets, render_markdown, write_results
 from gpu.serve import step_serve
+from gpu.serve_procs import step_serve_procs
 from gpu.training import step_training
 
 if TYPE_CHECKING:
@@ -87,6 +88,7 @@ STEPS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "inference": step_inference,
     "memory": step_memory,
     "serve": step_serve,
+    "serve_procs": step_serve_procs,
 }
 
 
@@ -117,6 +119,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--serve-tweets", type=int, default=None)
     parser.add_argument("--serve-batch-size", type=int, default=None)
+    parser.add_argument(
+        "--serve-procs",
+        type=int,
+        default=None,
+        help="serve processes sharing the card in step 6 (default 3; 2 with --quick)",
+    )
+    parser.add_argument(
+        "--prep-processes",
+        type=lambda v: v if v == "auto" else int(v),
+        default="auto",
+        help="text-cleaning processes in the serve step (serve's stream.prep_processes)",
+    )
     parser.add_argument(
         "--export-encoder",
         type=Path,
@@ -165,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         tokenizer=tokenizer,
         encoder=encoder,
         out=args.out,
+        prep_processes=args.prep_processes,
+        serve_procs=args.serve_procs if args.serve_procs is not None else 2 if args.quick else 3,
     )
     started = time.perf_counter()
     results: dict[str, Any] = {

@@ -32,6 +32,7 @@ def _status(ok: bool | None, on_gpu: bool) -> str:
 
 def evaluate_targets(steps: dict[str, dict[str, Any]], on_gpu: bool) -> list[dict[str, Any]]:
     serve = steps.get("serve", {})
+    procs = steps.get("serve_procs", {})
     training = steps.get("training", {})
     correctness = steps.get("correctness", {})
     tps = serve.get("tweets_per_s")
@@ -48,6 +49,12 @@ def evaluate_targets(steps: dict[str, dict[str, Any]], on_gpu: bool) -> list[dic
             "target": f"serve bert-base bf16 >= {TARGET_SERVE_TPS:,.0f} tweets/s (one H100/H200)",
             "measured": tps,
             "status": _status(check(tps, TARGET_SERVE_TPS), on_gpu),
+        },
+        {
+            "target": f"serve, {procs.get('processes', 'several')} processes on the card, >= "
+            f"{TARGET_SERVE_TPS:,.0f} tweets/s",
+            "measured": procs.get("tweets_per_s"),
+            "status": _status(check(procs.get("tweets_per_s"), TARGET_SERVE_TPS), on_gpu),
         },
         {
             "target": f"serve >= {TARGET_SERVE_RATIO} of the inference ceiling at batch {bs}",
@@ -184,6 +191,15 @@ def render_markdown(results: dict[str, Any]) -> str:
                 for s, prec, m in combos
             ],
         )
+        ab = inf.get("attention_ab", {})
+        if "speedup" in ab:
+            out += [
+                "",
+                f"Attention A/B (bert-base bf16, bs {ab['batch_size']}, same batches): torch's "
+                f"default SDPA choice {_fmt(ab['torch_default_sdpa']['tweets_per_s'])} tweets/s, "
+                f"cuDNN attention left out (serve, trainer) "
+                f"{_fmt(ab['cudnn_left_out']['tweets_per_s'])}: {_fmt(ab['speedup'])}x.",
+            ]
     serve = steps.get("serve", {})
     if serve.get("tweets_per_s") is not None:
         out += [
@@ -208,8 +224,30 @@ def render_markdown(results: dict[str, Any]) -> str:
             "",
             f"Bottleneck thread: {serve.get('bottleneck')}; rate each thread allows (tweets/s): "
             f"{serve.get('thread_bound_tweets_per_s')}; group join wait "
-            f"{_fmt(serve.get('join_wait_s'))} s (not counted).",
+            f"{_fmt(serve.get('join_wait_s'))} s (not counted); text cleaning in "
+            f"{_fmt(serve.get('prep_processes'))} worker processes (0: in the prep thread).",
         ]
+    procs = steps.get("serve_procs", {})
+    if procs.get("tweets_per_s") is not None:
+        out += [
+            "",
+            f"### 6. Serve, {procs['processes']} processes on one card ({procs['consumed']} "
+            f"tweets, batch {procs['batch_size']}, {procs['precision']}, "
+            f"{procs['partitions']} partitions)",
+            "",
+        ]
+        out += _table(
+            ["tweets/s", "span s", "cleaning processes each", "per member: tweets", "device us"],
+            [
+                [
+                    procs["tweets_per_s"],
+                    procs["span_seconds"],
+                    procs["cleaning_processes_each"],
+                    " / ".join(str(m["consumed"]) for m in procs["members"]),
+                    " / ".join(_fmt(m["device_us_per_tweet"]) for m in procs["members"]),
+                ]
+            ],
+        )
     mem = steps.get("memory", {})
     if mem.get("memory"):
         out += ["", f"### 5. Memory ({mem.get('precision')}) and forced OOM", ""]

@@ -114,7 +114,9 @@ def step_serve(ctx: Context) -> dict[str, Any]:
         TextSettings,
         TopicsSettings,
     )
+    from stream.core.planning import prep_process_count
     from stream.inference import InferenceStats
+    from stream.serve.prep_pool import ProcessTextPipeline
 
     configure_logging("WARNING", "console")
     sizes = ctx.sizes
@@ -150,7 +152,14 @@ def step_serve(ctx: Context) -> dict[str, Any]:
     sm.stats = InferenceStats()
     timer = StageTimer()
     lengths: list[int] = []
-    sm.pipeline = _TimedPipeline(sm.pipeline, timer)  # type: ignore[assignment]
+    # Serve's own rule (stream.prep_processes, "auto" unless --prep-processes says otherwise):
+    # worker processes clean on a GPU, the prep thread itself on a CPU. "clean" is then the time
+    # the prep thread waits for the pool.
+    processes = prep_process_count(
+        ctx.prep_processes, accelerator=ctx.cuda, cpus=os.cpu_count() or 1
+    )
+    pool = ProcessTextPipeline(text_settings, processes) if processes else None
+    sm.pipeline = _TimedPipeline(pool or sm.pipeline, timer)  # type: ignore[assignment]
     encode = timer.wrap("tokenize", sm.encode)
 
     def encode_and_record(batch_texts: Sequence[str]) -> Any:
@@ -180,6 +189,7 @@ def step_serve(ctx: Context) -> dict[str, Any]:
         "precision": precision,
         "texts": text_source,
         "text_settings": lang_note,
+        "prep_processes": processes,
         "model": sizes.shapes["bert-base"].describe(),
     }
     stop = threading.Event()
@@ -231,6 +241,8 @@ def step_serve(ctx: Context) -> dict[str, Any]:
             wall = time.perf_counter() - wall0
     finally:
         consumer_mod.decode_message = original_decode  # type: ignore[attr-defined]
+        if pool is not None:
+            pool.close()
         import shutil
 
         shutil.rmtree(workdir, ignore_errors=True)

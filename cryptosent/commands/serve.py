@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -102,6 +103,14 @@ def register(sub: Any) -> None:
         help="CPU threads for inference (default: all cores; set it under a CPU limit)",
     )
     t.add_argument(
+        "--prep-processes",
+        dest="stream.prep_processes",
+        type=_process_count,
+        metavar="N|auto",
+        default=None,
+        help="processes that clean text (default auto: none on a CPU, up to 8 on a GPU)",
+    )
+    t.add_argument(
         "--output-key",
         dest="stream.output_key",
         choices=["tweet_id", "primary_asset", "asset_fanout"],
@@ -145,15 +154,28 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=run)
 
 
+def _process_count(value: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        count = int(value)
+    except ValueError:
+        count = -1
+    if count < 0:
+        raise argparse.ArgumentTypeError(f"expected a count >= 0 or 'auto', got {value!r}")
+    return count
+
+
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     log = get_logger("cryptosent.serve")
     stop = stop_on_signals("exit")
 
     from stream.artifact import read_meta
-    from stream.backends import load_backend
-    from stream.core.text import TextPipeline
+    from stream.backends import load_backend, on_accelerator
+    from stream.core.planning import prep_process_count
     from stream.serve import ServeConfig, StreamError, StreamWorker, ensure_topics
+    from stream.serve.prep_pool import text_pipeline_for
 
     config = ServeConfig.of(settings)
     # Cheap checks first, so a typo fails in a second, not after the model loaded.
@@ -161,25 +183,34 @@ def run(args: argparse.Namespace) -> int:
     assets = config.asset_extractor()
     ensure_topics(config, create=bool(args.create_topics))
     backend = load_backend(settings.model, threads=settings.stream.torch_threads)
+    # The cores this process may use (a cpuset or taskset), not the whole node's.
+    usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    processes = prep_process_count(
+        settings.stream.prep_processes,
+        accelerator=on_accelerator(backend),
+        cpus=len(usable) if usable is not None else os.cpu_count() or 1,
+    )
     log.info(
         "serve_starting",
         settings=settings.redacted(),
         model_version=backend.model_version,
         backend=backend.name,
         asset_map_version=assets.version,
+        prep_processes=processes,
     )
-    worker = StreamWorker(
-        config,
-        backend,
-        # The artifact's text pipeline, whatever the backend: what was trained on is served.
-        TextPipeline(meta.text),
-        max_messages=args.max_messages,
-        idle_exit_s=args.idle_exit_s,
-        assets=assets,
-    )
-    try:
-        worker.run(stop)
-    except StreamError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    # The artifact's text pipeline, whatever the backend: what was trained on is served.
+    with text_pipeline_for(meta.text, processes) as text_pipeline:
+        worker = StreamWorker(
+            config,
+            backend,
+            text_pipeline,
+            max_messages=args.max_messages,
+            idle_exit_s=args.idle_exit_s,
+            assets=assets,
+        )
+        try:
+            worker.run(stop)
+        except StreamError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
     return 0

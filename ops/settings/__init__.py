@@ -146,6 +146,10 @@ class StreamSettings(_Section):
     # Intra-op CPU threads for inference (torch.set_num_threads in the inference thread); None =
     # torch's default (every visible core), too many under a container CPU limit or a shared host.
     torch_threads: int | None = Field(default=None, ge=1, le=256)
+    # Processes that clean text beside the prep thread (stream/serve/prep_pool.py); 0 = clean in
+    # the prep thread itself. "auto": none on a CPU, where the model needs the cores; on a GPU up
+    # to 8, since one Python thread of cleaning is serve's bottleneck there (docs/performance.md).
+    prep_processes: Annotated[int, Field(ge=0, le=64)] | Literal["auto"] = "auto"
 
 
 class AssetsSettings(_Section):

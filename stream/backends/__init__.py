@@ -26,6 +26,13 @@ def _cuda_available(model: ModelSettings) -> bool:
     return bool(torch.cuda.is_available())
 
 
+def on_accelerator(backend: Backend) -> bool:
+    """Whether the backend's forward passes run on a GPU (the torch backend on CUDA)."""
+    from stream.backends.torch_backend import SentimentModel
+
+    return isinstance(backend, SentimentModel) and backend.device.type == "cuda"
+
+
 def load_backend(model: ModelSettings, *, threads: int | None = None) -> Backend:
     """The backend `model.backend` names for `model.artifact_dir` (`auto`: torch on a GPU, else
     the artifact's gated ONNX file, else torch), logged with the reason. Loads the runtime

@@ -55,6 +55,36 @@ def resolve_dtype(device: torch.device, precision: Precision) -> torch.dtype | N
     return torch.float16
 
 
+def forward_context(
+    device: torch.device, dtype: torch.dtype | None
+) -> contextlib.AbstractContextManager[Any]:
+    """Autocast to `dtype` (None: fp32) and, on CUDA, attention without cuDNN's kernel.
+
+    Since torch 2.5, SDPA prefers cuDNN attention on Hopper for bf16/fp16. cuDNN builds an
+    execution graph per input shape (hundreds of ms), and dynamic padding gives almost every
+    batch a new (rows, width) shape: on an H200 that made serve's forward 5x slower than its
+    warm ceiling and dynamic-padded training 5.7x slower than fixed-128 (bench/results/gpu).
+    The memory-efficient kernel takes the padding mask and has no per-shape build. Shared by
+    serve and the trainer (trainer/loop.py) so both run the same kernels."""
+    import torch
+
+    stack = contextlib.ExitStack()
+    if dtype is not None:
+        stack.enter_context(torch.autocast(device_type=device.type, dtype=dtype))
+    if device.type == "cuda":
+        try:
+            from torch.nn.attention import SDPBackend, sdpa_kernel
+        except ImportError:  # torch < 2.3 has no cuDNN attention to avoid
+            return stack
+        backends = [
+            SDPBackend.FLASH_ATTENTION,
+            SDPBackend.EFFICIENT_ATTENTION,
+            SDPBackend.MATH,
+        ]
+        stack.enter_context(sdpa_kernel(backends))
+    return stack
+
+
 def _is_oom(exc: BaseException) -> bool:
     import torch
 
@@ -146,12 +176,7 @@ class SentimentModel:
         import torch
 
         moved = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-        ctx: contextlib.AbstractContextManager[Any] = (
-            torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
-            if self.autocast_dtype is not None
-            else contextlib.nullcontext()
-        )
-        with torch.inference_mode(), ctx:
+        with torch.inference_mode(), forward_context(self.device, self.autocast_dtype):
             logits: torch.Tensor = self.model(**moved).logits
         return logits.float().cpu()
 

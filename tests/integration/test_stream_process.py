@@ -8,6 +8,7 @@ a race against a tiny model that finishes the topic in a second.
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -17,6 +18,9 @@ from pathlib import Path
 import pytest
 
 from ops.settings import KafkaSettings
+from schemas.text import TextConfig
+from stream.artifact import read_meta
+from stream.core.text import TextPipeline
 from tests.integration.conftest import TANSU_READ_COMMITTED
 from tests.integration.stream_helpers import (
     ROOT,
@@ -30,6 +34,7 @@ from tests.integration.stream_helpers import (
 from tests.tiny_model import make_tiny_artifact
 
 pytestmark = pytest.mark.integration
+FIXTURES = ROOT / "tests" / "fixtures"
 
 
 @pytest.fixture(scope="module")
@@ -241,3 +246,45 @@ def test_replay_and_tail_commands(
     assert lines[-1] == f"tail: 400 records from {topic} (raw=400)"
     assert '"id": "99-loop1"' in shown.stdout
     assert '"created_at": "2022-06-25T14:09:10Z"' in lines[0]
+
+
+def test_cleaning_in_worker_processes_matches_the_artifact_pipeline(
+    kafka_settings: KafkaSettings, make_topic: Callable[..., str], tmp_path: Path
+) -> None:
+    """`--prep-processes 2`: every input gets one output, skipped or kept exactly as the
+    artifact's `TextPipeline` decides in-process (the language filter runs in the workers)."""
+    lang_artifact = make_tiny_artifact(tmp_path / "lang", text=TextConfig(lang_backend="py3langid"))
+    foreign = (FIXTURES / "non_english_crypto.txt").read_text(encoding="utf-8").splitlines()
+    raws = [
+        *[line for line in foreign if line.strip()][:40],
+        *[f"$ETH breaking out again &amp; 🚀 buy more https://t.co/x{i}" for i in range(40)],
+        "",
+        "🚀🚀",
+    ]
+    keys = [f"p{i}".encode() for i in range(len(raws))]
+    values = [json.dumps({"id": f"p{i}", "text": t}).encode() for i, t in enumerate(raws)]
+    inp, out, dlq = make_topic("in", 2), make_topic("out"), make_topic("dlq")
+    sources = produce(kafka_settings, inp, values, keys)
+    args = serve_args(lang_artifact, kafka_settings, inp, out, dlq)
+    proc = ServeProcess([*args, "--prep-processes", "2", "--idle-exit-s", "3"])
+    try:
+        assert proc.wait(120) == 0, proc.tail()
+    finally:
+        proc.ensure_dead()
+    assert proc.events_named("serve_starting")[0]["prep_processes"] == 2
+    reader = Reader(kafka_settings, [out, dlq])
+    reader.settle(len(sources))
+    check_one_per_input(reader, sources, allow_duplicates=False)
+    reader.close()
+    got = {r["id"]: (r["status"], r["skip_reason"], r["language"]) for r in reader.records}
+    expected = TextPipeline(read_meta(lang_artifact).text).process_batch(raws)
+    want = {
+        f"p{i}": (
+            "classified" if res.kept and res.text else "skipped",
+            res.skip_reason and res.skip_reason.value,
+            res.language,
+        )
+        for i, res in enumerate(expected)
+    }
+    assert got == want
+    assert sum(s == "non_english" for _, s, _ in got.values()) >= 20

@@ -1,0 +1,86 @@
+"""Cleaning in worker processes (stream/serve/prep_pool.py) gives what the prep thread gives, and
+the rule that decides how many processes serve starts (stream.core.planning)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ops.settings import TextSettings
+from stream.core.planning import prep_process_count
+from stream.core.text import TextPipeline
+from stream.serve.prep_pool import MIN_CHUNK, ProcessTextPipeline, text_pipeline_for
+
+GOLDEN = Path(__file__).resolve().parents[1] / "fixtures" / "prep_golden.jsonl"
+CONFIGS = {
+    "default": TextSettings(),
+    "keep": TextSettings(hashtags="keep", cashtags="keep", emojis="keep", lowercase=False),
+}
+
+
+def golden(config: str) -> list[dict[str, str | None]]:
+    rows = [json.loads(line) for line in GOLDEN.read_text(encoding="utf-8").splitlines()]
+    return [r for r in rows if r["config"] == config]
+
+
+@pytest.mark.parametrize("config", sorted(CONFIGS))
+def test_worker_processes_clean_exactly_as_the_reference(config: str) -> None:
+    rows = golden(config)
+    raws = [str(r["raw"]) for r in rows]
+    assert len(raws) > 3 * MIN_CHUNK  # several chunks, so both processes take a share
+    with ProcessTextPipeline(CONFIGS[config], processes=2) as pool:
+        results = pool.process_batch(raws)
+        # Small batches (one chunk) and empty ones take the same path.
+        assert pool.process_batch(raws[:5]) == results[:5]
+        assert pool.process_batch([]) == []
+    got = [
+        {
+            "config": config,
+            "raw": raw,
+            "text": res.text,
+            "skip": res.skip_reason and res.skip_reason.value,
+            "language": res.language,
+        }
+        for raw, res in zip(raws, results, strict=True)
+    ]
+    mismatches = [(want, have) for want, have in zip(rows, got, strict=True) if want != have]
+    assert not mismatches, mismatches[:3]
+    assert results == TextPipeline(CONFIGS[config]).process_batch(raws)
+
+
+def test_a_closed_pool_refuses_work() -> None:
+    pool = ProcessTextPipeline(TextSettings(lang_backend="none"), processes=1)
+    pool.close()
+    with pytest.raises(RuntimeError):
+        pool.process_batch(["$ETH to the moon"])
+
+
+def test_zero_processes_cleans_in_the_calling_thread() -> None:
+    config = TextSettings(lang_backend="none")
+    with text_pipeline_for(config, 0) as pipeline:
+        assert isinstance(pipeline, TextPipeline)
+        assert pipeline.config == config
+    with pytest.raises(ValueError, match="processes"):
+        ProcessTextPipeline(config, processes=0)
+
+
+@pytest.mark.parametrize(
+    ("setting", "accelerator", "cpus", "expected"),
+    [
+        ("auto", False, 16, 0),  # a CPU model needs the cores; cleaning is a small share there
+        ("auto", True, 16, 8),  # capped: two cores stay with the Kafka and prep threads
+        ("auto", True, 6, 4),
+        ("auto", True, 2, 0),
+        (3, False, 2, 3),  # an explicit count is kept
+        (0, True, 16, 0),
+    ],
+)
+def test_process_count(setting: int | str, accelerator: bool, cpus: int, expected: int) -> None:
+    assert prep_process_count(setting, accelerator=accelerator, cpus=cpus) == expected
+
+
+def test_process_count_refuses_an_unknown_word() -> None:
+    with pytest.raises(ValueError, match="auto"):
+        prep_process_count("many", accelerator=True, cpus=8)
