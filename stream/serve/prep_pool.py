@@ -20,7 +20,9 @@ import math
 import multiprocessing
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
+from ops.errors import UserError
 from schemas.text import TextConfig
 from stream.core.records import TextPipelineLike
 from stream.core.text import CleanResult, TextPipeline
@@ -57,7 +59,14 @@ class ProcessTextPipeline:
             initargs=(config,),
         )
         # Start every process and load its language model now, not on the first live batch.
-        list(self._pool.map(_clean, [["warm up the language filter"]] * processes))
+        try:
+            list(self._pool.map(_clean, [["warm up the language filter"]] * processes))
+        except BrokenProcessPool as exc:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            raise UserError(
+                f"the {processes} text-cleaning worker processes failed to start: {exc}",
+                hint="set CRYPTOSENT_STREAM__PREP_PROCESSES=0 to clean in the serving process",
+            ) from None
 
     def process_batch(self, texts: Sequence[str]) -> list[CleanResult]:
         texts = list(texts)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from ops.errors import UserError
 from ops.settings import TextSettings
 from stream.core.planning import prep_process_count
 from stream.core.text import TextPipeline
@@ -84,3 +85,13 @@ def test_process_count(setting: int | str, accelerator: bool, cpus: int, expecte
 def test_process_count_refuses_an_unknown_word() -> None:
     with pytest.raises(ValueError, match="auto"):
         prep_process_count("many", accelerator=True, cpus=8)
+
+
+def test_workers_that_cannot_start_are_one_user_error() -> None:
+    # The initializer rebuilds the pipeline in each worker; a config that skipped validation
+    # (model_construct) with a broken pattern makes every worker fail there.
+    broken = TextSettings.model_construct(lang_backend="none", symbol_pattern="[unclosed")
+    with pytest.raises(UserError, match="failed to start") as err:
+        ProcessTextPipeline(broken, processes=2)
+    assert err.value.hint is not None
+    assert "PREP_PROCESSES=0" in err.value.hint
