@@ -62,8 +62,8 @@ def forward_context(
 
     Since torch 2.5, SDPA prefers cuDNN attention on Hopper for bf16/fp16. cuDNN builds an
     execution graph per input shape (hundreds of ms), and dynamic padding gives almost every
-    batch a new (rows, width) shape: on an H200 that made serve's forward 5x slower than its
-    warm ceiling and dynamic-padded training 5.7x slower than fixed-128 (bench/results/gpu).
+    batch a new (rows, width) shape. On an H200 that made the forward 2.4x slower on the same
+    batches, and dynamic-padded training 5.7x slower than fixed-128 (bench/results/gpu).
     The memory-efficient kernel takes the padding mask and has no per-shape build. Shared by
     serve and the trainer (trainer/loop.py) so both run the same kernels."""
     import torch

@@ -103,7 +103,7 @@ def prep_process_count(setting: int | str, *, accelerator: bool, cpus: int) -> i
     """How many processes clean text for serve (`stream.prep_processes`); `cpus` is the cores
     this process may run on. An explicit count is kept. "auto" is 0 on a CPU backend, whose
     forward passes want every core and dwarf the cleaning. On an accelerator, one Python thread
-    of cleaning (~240 us/tweet on an H200 host) caps serve near 4,000 tweets/s, so auto leaves
+    of cleaning (150-240 us/tweet on an H200 host) caps serve near 4,000 tweets/s, so auto leaves
     two cores to the Kafka and prep threads and takes up to 8 of the rest."""
     if isinstance(setting, int):
         return setting

@@ -1,7 +1,7 @@
 """Text cleaning in worker processes, for a serve whose model outruns one Python thread.
 
 On a GPU the forward pass is cheap and `stream-prep` is not: cleaning (regexes, emoji names, the
-English filter) is pure Python at ~240 us/tweet on an H200 host, so one thread caps serve near
+English filter) is pure Python at 150-240 us/tweet on an H200 host, so one thread caps serve near
 4,000 tweets/s however fast the card is (docs/performance.md). Threads cannot share that work
 under the GIL; processes can. `ProcessTextPipeline` is a `TextPipelineLike`, so
 `stream.core.steps.prepare` runs unchanged: each worker process rebuilds the same `TextPipeline`

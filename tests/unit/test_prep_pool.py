@@ -4,6 +4,8 @@ the rule that decides how many processes serve starts (stream.core.planning)."""
 from __future__ import annotations
 
 import json
+import multiprocessing
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import pytest
@@ -95,3 +97,19 @@ def test_workers_that_cannot_start_are_one_user_error() -> None:
         ProcessTextPipeline(broken, processes=2)
     assert err.value.hint is not None
     assert "PREP_PROCESSES=0" in err.value.hint
+
+
+def test_a_dead_worker_breaks_the_batch_instead_of_losing_texts() -> None:
+    # prepare() turns this error on every text into FatalBatchError: serve stops uncommitted.
+    before = set(multiprocessing.active_children())
+    pool = ProcessTextPipeline(TextSettings(lang_backend="none"), processes=2)
+    try:
+        workers = set(multiprocessing.active_children()) - before
+        assert len(workers) == 2
+        victim = workers.pop()
+        victim.kill()
+        victim.join(10)
+        with pytest.raises(BrokenProcessPool):
+            pool.process_batch(["$ETH holding the line"] * 200)
+    finally:
+        pool.close()
