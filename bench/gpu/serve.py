@@ -116,7 +116,7 @@ def step_serve(ctx: Context) -> dict[str, Any]:
     )
     from stream.core.planning import prep_process_count
     from stream.inference import InferenceStats
-    from stream.serve.prep_pool import ProcessTextPipeline
+    from stream.serve.prep_pool import ProcessTextPipeline, usable_cpus
 
     configure_logging("WARNING", "console")
     sizes = ctx.sizes
@@ -155,9 +155,7 @@ def step_serve(ctx: Context) -> dict[str, Any]:
     # Serve's own rule (stream.prep_processes, "auto" unless --prep-processes says otherwise):
     # worker processes clean on a GPU, the prep thread itself on a CPU. "clean" is then the time
     # the prep thread waits for the pool.
-    processes = prep_process_count(
-        ctx.prep_processes, accelerator=ctx.cuda, cpus=os.cpu_count() or 1
-    )
+    processes = prep_process_count(ctx.prep_processes, accelerator=ctx.cuda, cpus=usable_cpus())
     pool = ProcessTextPipeline(text_settings, processes) if processes else None
     sm.pipeline = _TimedPipeline(pool or sm.pipeline, timer)  # type: ignore[assignment]
     encode = timer.wrap("tokenize", sm.encode)

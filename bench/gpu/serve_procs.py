@@ -21,6 +21,7 @@ from typing import Any
 from gpu.common import CARRY_HINT, sample_lengths, synthetic_texts, vocab_words
 from gpu.context import Context, round_to
 from gpu.models import build_model, serving_model
+from gpu.serve import _fallback_tokenizer, _write_replay_csv
 
 
 def _member(
@@ -98,25 +99,21 @@ def step_serve_procs(ctx: Context) -> dict[str, Any]:
     except ImportError as exc:
         return {"status": "skipped", "reason": f"{exc.name} is not importable; {CARRY_HINT}"}
     from ops.broker import EmbeddedBroker
-    from ops.settings import KafkaSettings, TextSettings, TopicsSettings
+    from ops.settings import KafkaSettings, Settings, TextSettings, TopicsSettings
     from stream.apps.replay import replay
     from stream.serve import ServeConfig, ensure_topics
+    from stream.serve.prep_pool import usable_cpus
 
     sizes, procs = ctx.sizes, ctx.serve_procs
     if procs < 1:
         return {"status": "skipped", "reason": "--serve-procs 0"}
     n, bs = sizes.serve_tweets, sizes.serve_batch_size
-    cpus = os.cpu_count() or 1
+    cpus = usable_cpus()
     # Two cores per member for its Kafka/prep/infer threads; the rest clean text.
     cleaners = max(0, (cpus - 2 * procs) // procs)
     workdir = Path(tempfile.mkdtemp(prefix="gpu-bench-procs-"))
     rng = ctx.rng(6)
-    if ctx.tokenizer is None:
-        from gpu.serve import _fallback_tokenizer
-
-        tokenizer = _fallback_tokenizer(workdir / "vocab")
-    else:
-        tokenizer = ctx.tokenizer
+    tokenizer = ctx.tokenizer or _fallback_tokenizer(workdir / "vocab")
     tokenizer.save_pretrained(str(workdir / "tokenizer"))
     texts = synthetic_texts(sample_lengths(ctx.table, n, rng), vocab_words(tokenizer), rng)
     tag = f"{int(time.time())}-{os.getpid()}"
@@ -147,8 +144,6 @@ def step_serve_procs(ctx: Context) -> dict[str, Any]:
     try:
         with EmbeddedBroker() as broker:
             kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
-            from ops.settings import Settings
-
             ensure_topics(
                 ServeConfig.of(Settings(_env_file=None, kafka=kafka, topics=topics)), create=True
             )
@@ -178,10 +173,7 @@ def step_serve_procs(ctx: Context) -> dict[str, Any]:
                 ),
                 2,
             )
-            csv_path = workdir / "tweets.csv"
-            from gpu.serve import _write_replay_csv
-
-            _write_replay_csv(csv_path, texts)
+            csv_path = _write_replay_csv(workdir / "tweets.csv", texts)
             summary = replay(kafka, csv_path, topics.input[0], progress=False)
             _wait(lambda: sum(acked[:]) >= summary.sent, sizes.serve_cap_s, "all outputs acked")
             stop.set()

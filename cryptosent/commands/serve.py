@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -175,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
     from stream.backends import load_backend, on_accelerator
     from stream.core.planning import prep_process_count
     from stream.serve import ServeConfig, StreamError, StreamWorker, ensure_topics
-    from stream.serve.prep_pool import text_pipeline_for
+    from stream.serve.prep_pool import text_pipeline_for, usable_cpus
 
     config = ServeConfig.of(settings)
     # Cheap checks first, so a typo fails in a second, not after the model loaded.
@@ -183,12 +182,8 @@ def run(args: argparse.Namespace) -> int:
     assets = config.asset_extractor()
     ensure_topics(config, create=bool(args.create_topics))
     backend = load_backend(settings.model, threads=settings.stream.torch_threads)
-    # The cores this process may use (a cpuset or taskset), not the whole node's.
-    usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     processes = prep_process_count(
-        settings.stream.prep_processes,
-        accelerator=on_accelerator(backend),
-        cpus=len(usable) if usable is not None else os.cpu_count() or 1,
+        settings.stream.prep_processes, accelerator=on_accelerator(backend), cpus=usable_cpus()
     )
     log.info(
         "serve_starting",

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import math
 import multiprocessing
+import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -84,6 +85,13 @@ class ProcessTextPipeline:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def usable_cpus() -> int:
+    """The cores this process may run on (a cpuset or taskset narrows them), not the node's."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 @contextlib.contextmanager

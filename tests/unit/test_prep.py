@@ -15,9 +15,9 @@ import pytest
 
 from ops.settings import TextSettings
 from stream.core.text import CACHE_SIZE, TextPipeline
+from tests.prep_golden import golden_rows, mismatches
 
 ROOT = Path(__file__).resolve().parents[2]
-GOLDEN = ROOT / "tests" / "fixtures" / "prep_golden.jsonl"
 CONFIGS = {
     "default": TextSettings(),
     "langdetect": TextSettings(lang_backend="langdetect"),
@@ -42,31 +42,13 @@ SHARED_DIGESTS = {
 }
 
 
-def _golden() -> dict[str, list[dict[str, str | None]]]:
-    out: dict[str, list[dict[str, str | None]]] = {}
-    for line in GOLDEN.read_text(encoding="utf-8").splitlines():
-        row = json.loads(line)
-        out.setdefault(row["config"], []).append(row)
-    return out
-
-
 @pytest.mark.parametrize("config", sorted(CONFIGS))
 def test_repository_texts_match_the_reference_pipeline(config: str) -> None:
-    rows = _golden()[config]
+    rows = golden_rows()[config]
     assert len(rows) > 900
     results = TextPipeline(CONFIGS[config]).process_batch([str(r["raw"]) for r in rows])
-    got = [
-        {
-            "config": config,
-            "raw": r["raw"],
-            "text": res.text,
-            "skip": res.skip_reason and res.skip_reason.value,
-            "language": res.language,
-        }
-        for r, res in zip(rows, results, strict=True)
-    ]
-    mismatches = [(want, have) for want, have in zip(rows, got, strict=True) if want != have]
-    assert not mismatches, mismatches[:3]
+    wrong = mismatches(config, rows, results)
+    assert not wrong, wrong[:3]
 
 
 @pytest.mark.parametrize("name", sorted(SHARED_DIGESTS))

@@ -3,10 +3,9 @@ the rule that decides how many processes serve starts (stream.core.planning)."""
 
 from __future__ import annotations
 
-import json
 import multiprocessing
+import os
 from concurrent.futures.process import BrokenProcessPool
-from pathlib import Path
 
 import pytest
 
@@ -14,23 +13,23 @@ from ops.errors import UserError
 from ops.settings import TextSettings
 from stream.core.planning import prep_process_count
 from stream.core.text import TextPipeline
-from stream.serve.prep_pool import MIN_CHUNK, ProcessTextPipeline, text_pipeline_for
+from stream.serve.prep_pool import (
+    MIN_CHUNK,
+    ProcessTextPipeline,
+    text_pipeline_for,
+    usable_cpus,
+)
+from tests.prep_golden import golden_rows, mismatches
 
-GOLDEN = Path(__file__).resolve().parents[1] / "fixtures" / "prep_golden.jsonl"
 CONFIGS = {
     "default": TextSettings(),
     "keep": TextSettings(hashtags="keep", cashtags="keep", emojis="keep", lowercase=False),
 }
 
 
-def golden(config: str) -> list[dict[str, str | None]]:
-    rows = [json.loads(line) for line in GOLDEN.read_text(encoding="utf-8").splitlines()]
-    return [r for r in rows if r["config"] == config]
-
-
 @pytest.mark.parametrize("config", sorted(CONFIGS))
 def test_worker_processes_clean_exactly_as_the_reference(config: str) -> None:
-    rows = golden(config)
+    rows = golden_rows()[config]
     raws = [str(r["raw"]) for r in rows]
     assert len(raws) > 3 * MIN_CHUNK  # several chunks, so both processes take a share
     with ProcessTextPipeline(CONFIGS[config], processes=2) as pool:
@@ -38,18 +37,8 @@ def test_worker_processes_clean_exactly_as_the_reference(config: str) -> None:
         # Small batches (one chunk) and empty ones take the same path.
         assert pool.process_batch(raws[:5]) == results[:5]
         assert pool.process_batch([]) == []
-    got = [
-        {
-            "config": config,
-            "raw": raw,
-            "text": res.text,
-            "skip": res.skip_reason and res.skip_reason.value,
-            "language": res.language,
-        }
-        for raw, res in zip(raws, results, strict=True)
-    ]
-    mismatches = [(want, have) for want, have in zip(rows, got, strict=True) if want != have]
-    assert not mismatches, mismatches[:3]
+    wrong = mismatches(config, rows, results)
+    assert not wrong, wrong[:3]
     assert results == TextPipeline(CONFIGS[config]).process_batch(raws)
 
 
@@ -113,3 +102,7 @@ def test_a_dead_worker_breaks_the_batch_instead_of_losing_texts() -> None:
             pool.process_batch(["$ETH holding the line"] * 200)
     finally:
         pool.close()
+
+
+def test_usable_cpus_is_within_the_machine() -> None:
+    assert 1 <= usable_cpus() <= (os.cpu_count() or 1)
