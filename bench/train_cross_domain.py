@@ -14,7 +14,9 @@ Not a test. Either trains (the same code path as `cryptosent train --cross-domai
 `--lever NAME=ARTIFACT` adds a short lever run's validation figures (what the choice rests on)
 and its option values. The result goes under the `cross_domain` key of
 bench/results/train_quality.json (the single-source figures there are kept) and as a section
-appended to bench/results/train_quality.md.
+appended to bench/results/train_quality.md. `--key` files a run with another base model beside
+it (e.g. `cross_domain_bge_small`); `--command` and `--workers` record how a run that is read
+back was trained.
 """
 
 from __future__ import annotations
@@ -38,8 +40,29 @@ TARGET_OWN_MARGIN = 0.05  # on StockTwits test, model minus TF-IDF+LR
 TARGET_HELD_OUT_MARGIN = 0.08  # every held-out source, leave-one-source-out
 TARGET_ECE = 0.05
 TARGET_WALL_S = 1800.0
-MD_MARKER = "\n<!-- cross-domain -->\n"
+KEY = "cross_domain"
+
+
+def md_marker(key: str) -> str:
+    """Each key's section of train_quality.md starts at its own marker (the default key keeps
+    the marker the file already has)."""
+    return "\n<!-- cross-domain -->\n" if key == KEY else f"\n<!-- {key} -->\n"
+
+
+def replace_section(md: str, key: str, body: str) -> str:
+    """`md` with `key`'s section (from its marker to the next marker or the end) set to `body`;
+    a new key's section goes at the end."""
+    marker = md_marker(key)
+    head, found, rest = md.partition(marker)
+    if not found:
+        return md.rstrip("\n") + "\n" + marker + "\n" + body
+    after = rest.find("\n<!-- ")
+    tail = rest[after:] if after >= 0 else ""
+    return head.rstrip("\n") + "\n" + marker + "\n" + body.rstrip("\n") + "\n" + tail
+
+
 LEVER_OPTIONS = (
+    "base_model",
     "max_samples",
     "epochs",
     "learning_rate",
@@ -147,7 +170,8 @@ def markdown(x: dict[str, Any]) -> str:
     names = [s["name"] for s in x["sources"]]
     base = {r["trained_on"]: r["test"] for r in x["matrix"]["baseline"]}
     lines = [
-        "## Multi-source training and cross-domain matrix",
+        "## Multi-source training and cross-domain matrix"
+        + ("" if x["options"]["base_model"] == "minilm" else f" ({x['options']['base_model']})"),
         "",
         f"- date: {x['date']}; command: `{x.get('command', 'n/a')}`",
         f"- sources: {', '.join(names)}; rows: max_samples {x['options']['max_samples']} "
@@ -224,9 +248,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--wall-seconds", type=float, default=None)
     p.add_argument("--lever", action="append", default=[], metavar="NAME=ARTIFACT")
     p.add_argument("--note", default=None)
+    p.add_argument("--key", default=KEY, help="train_quality.json key (and .md section)")
+    p.add_argument("--command", default=None, help="reading back: the command that trained it")
+    p.add_argument("--workers", type=int, default=None, help="reading back: its worker count")
     args = p.parse_args(own)
     wall = args.wall_seconds
-    command = " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv])
+    command = args.command or " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv])
     if args.csv:
         from cryptosent.cli import main as cli
 
@@ -243,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     ]
     summary = summarize(args.artifact, wall, levers)
     summary["command"] = command
+    if args.workers is not None:
+        summary["workers"] = args.workers
     if args.csv:
         # Parsed as `cryptosent train` does, so `--cross-domain-workers=2` and its default count.
         workers = argparse.ArgumentParser(add_help=False)
@@ -253,12 +282,11 @@ def main(argv: list[str] | None = None) -> int:
         summary["note"] = args.note
     json_path = RESULTS / "train_quality.json"
     current = json.loads(json_path.read_text("utf-8")) if json_path.is_file() else {}
-    current["cross_domain"] = summary
+    current[args.key] = summary
     json_path.write_text(json.dumps(current, indent=2) + "\n", "utf-8")
     md_path = RESULTS / "train_quality.md"
     md = md_path.read_text("utf-8") if md_path.is_file() else ""
-    md = md.split(MD_MARKER)[0].rstrip("\n") + "\n" + MD_MARKER + "\n" + markdown(summary)
-    md_path.write_text(md, "utf-8")
+    md_path.write_text(replace_section(md, args.key, markdown(summary)), "utf-8")
     print(json.dumps(summary["targets"], indent=2))
     return 0
 
