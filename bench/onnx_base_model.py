@@ -111,11 +111,8 @@ def build(onnx_bytes: bytes, tokenizer_json: bytes, out: Path, heads: int) -> fl
         layer_norm_eps=1e-12,
     )
     encoder = BertModel(config, add_pooling_layer=False).eval()
-    tensors = {
-        k: torch.from_numpy(np.array(v)) for k, v in state.items() if not k.endswith("position_ids")
-    }
+    tensors = {k: torch.from_numpy(np.array(v)) for k, v in state.items()}
     missing, unexpected = encoder.load_state_dict(tensors, strict=False)
-    missing = [k for k in missing if not k.endswith("position_ids")]
     if missing or unexpected:
         raise SystemExit(f"weights do not fit BERT: missing {missing}, unexpected {unexpected}")
 

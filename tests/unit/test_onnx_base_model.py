@@ -21,10 +21,13 @@ from tests.tiny_model import make_tiny_base  # noqa: E402
 from trainer.base_model import load_base_model, resolve_base_model  # noqa: E402
 
 
-def _encoder_jar(tmp_path: Path) -> tuple[bytes, Any]:
+@pytest.fixture(scope="module")
+def encoder_jar(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, Any]:
     """A tiny random BertModel exported the way Hugging Face exports encoders, zipped with its
-    tokenizer.json the way the langchain4j jars ship them."""
+    tokenizer.json the way the langchain4j jars ship them (exported once for the module)."""
     import torch
+
+    tmp_path = tmp_path_factory.mktemp("jar")
     from transformers import BertModel, BertTokenizerFast
 
     base = make_tiny_base(tmp_path / "base", layers=2, hidden=32)
@@ -66,10 +69,12 @@ def _encoder_jar(tmp_path: Path) -> tuple[bytes, Any]:
     return buffer.getvalue(), encoder
 
 
-def test_converted_directory_has_the_exported_weights_and_loads_as_a_base(tmp_path: Path) -> None:
+def test_converted_directory_has_the_exported_weights_and_loads_as_a_base(
+    tmp_path: Path, encoder_jar: tuple[bytes, Any]
+) -> None:
     import torch
 
-    jar, encoder = _encoder_jar(tmp_path)
+    jar, encoder = encoder_jar
     onnx_bytes, tokenizer_json = converter.read_jar(jar)
     out = tmp_path / "converted"
     diff = converter.build(onnx_bytes, tokenizer_json, out, heads=2)
@@ -83,8 +88,10 @@ def test_converted_directory_has_the_exported_weights_and_loads_as_a_base(tmp_pa
     assert tokenizer("eth pump")["input_ids"][0] == tokenizer.cls_token_id
 
 
-def test_a_wrong_head_count_is_refused_before_anything_is_written(tmp_path: Path) -> None:
-    jar, _ = _encoder_jar(tmp_path)
+def test_a_wrong_head_count_is_refused_before_anything_is_written(
+    tmp_path: Path, encoder_jar: tuple[bytes, Any]
+) -> None:
+    jar, _ = encoder_jar
     onnx_bytes, tokenizer_json = converter.read_jar(jar)
     out = tmp_path / "converted"
     with pytest.raises(SystemExit, match="differ"):
