@@ -1,7 +1,7 @@
 """Probes for domain-robustness levers that are not trainer options: a mean-pooled head,
-masked-LM adaptation of the encoder on unlabeled stream text, and a linear probe on frozen
-features (the first half of LP-FT). They were tried for issue 13 and none was kept
-(docs/training.md, "Levers"); this script reproduces the figures.
+masked-LM adaptation of the encoder on unlabeled stream text, self-training on pseudo-labeled
+stream text, and a linear probe on frozen features (the first half of LP-FT). They were tried
+for issue 13 and none was kept (docs/training.md, "Levers"); this script reproduces the figures.
 
     # 1. (optional) adapt MiniLM with masked-LM on cleaned unlabeled text, write a base directory
     python bench/train_lever_probe.py adapt /tmp/adapted --epochs 2 --lr 5e-5 --freeze 0.3 \
@@ -12,6 +12,12 @@ features (the first half of LP-FT). They were tried for issue 13 and none was ke
         --epochs 4 --batch-size 32 --max-length 64 --evals-per-epoch 2 --patience 3 --threads 1
     # 3. logistic regression on the frozen encoder's features
     python bench/train_lever_probe.py linear-probe
+    # 4. self-training: a probe's artifact labels the unlabeled text, a student trains on both
+    python bench/train_lever_probe.py pseudo-label /tmp/probe /tmp/pseudo.csv --share 0.5 \
+        --text-csv ../shared/data/stocktwits_eth_2022_unlabeled.csv
+    python bench/train_lever_probe.py probe /tmp/student -- \
+        --csv ../shared/data/twitter_financial_news.csv:name=tfn --csv /tmp/pseudo.csv:name=pseudo \
+        --epochs 4 --batch-size 32 --max-length 64 --evals-per-epoch 2 --patience 3 --threads 1
 
 Only validation splits are scored: the test splits stay untouched for the final figures. The
 adaptation text is cleaned by the serving pipeline and drops every text that is in any source's
@@ -32,12 +38,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from lever_probe_md import SOURCE_NAMES, markdown
+
 ROOT = Path(__file__).resolve().parents[1]
 # (name, CSV): the sources every probe is scored on, looked up where the other benchmarks look.
-SOURCE_FILES = (
-    ("stocktwits", "stocktwits_eth_2022_labeled.csv"),
-    ("tfn", "twitter_financial_news.csv"),
-)
+CSV_FILES = ("stocktwits_eth_2022_labeled.csv", "twitter_financial_news.csv")
+SOURCE_FILES = tuple(zip(SOURCE_NAMES, CSV_FILES, strict=True))
 RESULTS = ROOT / "bench" / "results" / "train_lever_probe.json"
 
 
@@ -65,45 +71,6 @@ def _record(record: dict[str, Any]) -> None:
     RESULTS.write_text(json.dumps(runs, indent=2) + "\n", "utf-8")
     RESULTS.with_suffix(".md").write_text(markdown(runs), "utf-8")
     print(json.dumps(record), flush=True)
-
-
-def _train_flags(args: list[str]) -> argparse.Namespace:
-    """The flags of a recorded `cryptosent train` command that label a run, parsed as train
-    parses them (`--csv=PATH` included)."""
-    flags = argparse.ArgumentParser(add_help=False)
-    flags.add_argument("--csv", action="append", default=[])
-    flags.add_argument("--base-model", default="minilm")
-    return flags.parse_known_args(args)[0]
-
-
-def markdown(runs: list[dict[str, Any]]) -> str:
-    """Every recorded run, one table per kind; validation macro-F1 only."""
-    names = [name for name, _ in SOURCE_FILES]
-    out = ["# Lever probes (validation macro-F1; bench/train_lever_probe.py)", ""]
-    out += ["## Fine-tuned probes", ""]
-    out += ["| trained on | base model | head | " + " | ".join(names) + " | seconds | date |"]
-    out += ["|---|---|---|" + "---|" * len(names) + "---|---|"]
-    for r in (r for r in runs if r["kind"] == "probe"):
-        flags = _train_flags(r["args"])
-        trained = " + ".join(c.rsplit("name=", 1)[-1] for c in flags.csv) or "?"
-        head = "mean pooling" if r["mean_pool"] else "[CLS] + pooler"
-        cells = " | ".join(str(r.get(f"val_macro_f1_{n}", "")) for n in names)
-        out.append(
-            f"| {trained} | {flags.base_model} | {head} | {cells} | {r['seconds']} | {r['date']} |"
-        )
-    out += ["", "## Masked-LM adaptation", ""]
-    out += ["| out | texts | steps | lr | head-only share | MLM loss first / last 50 | seconds |"]
-    out += ["|---|---|---|---|---|---|---|"]
-    for r in (r for r in runs if r["kind"] == "adapt"):
-        out.append(
-            f"| {r['out']} | {r['texts']} | {r['steps']} | {r['lr']} | {r['head_only_share']} "
-            f"| {r['mlm_loss_first_50']} / {r['mlm_loss_last_50']} | {r['seconds']} |"
-        )
-    out += ["", "## Linear probe on frozen features", ""]
-    out += ["| features, C, trained on -> scored on | macro-F1 |", "|---|---|"]
-    for r in (r for r in runs if r["kind"] == "linear_probe"):
-        out += [f"| {k} | {v} |" for k, v in r["val_macro_f1"].items()]
-    return "\n".join(out) + "\n"
 
 
 def _use_mean_pooling() -> None:
@@ -176,6 +143,59 @@ def _adaptation_texts(csvs: list[str]) -> list[str]:
             if result.text is not None and result.text not in evaluated:
                 texts.add(result.text)
     return sorted(texts)
+
+
+def confident_per_class(proba: Any, share: float) -> list[int]:
+    """Row indices, ascending, of the most confident `share` of each predicted class
+    (ties kept in row order)."""
+    import numpy as np
+
+    pred, conf = proba.argmax(1), proba.max(1)
+    keep: list[int] = []
+    for c in range(proba.shape[1]):
+        idx = np.flatnonzero(pred == c)
+        keep += idx[np.argsort(-conf[idx], kind="stable")][: round(share * len(idx))].tolist()
+    return sorted(keep)
+
+
+def pseudo_label(teacher: str, out: str, *, share: float, csvs: list[str], threads: int) -> int:
+    """Self-training, step one: the teacher artifact scores the cleaned unlabeled texts (the
+    same texts as masked-LM adaptation: none in any validation or test split), and the most
+    confident `share` of each predicted class is written as a Kaggle-shape CSV, so that a
+    student trains on it as one more source (`--csv OUT:name=pseudo`). Per-class selection
+    keeps the teacher's class ratio instead of letting its majority class crowd the other."""
+    import pandas as pd
+
+    from stream.backends.torch_backend import load_model
+
+    texts = _adaptation_texts(csvs)
+    served = load_model(Path(teacher), device="cpu", num_threads=threads)
+    proba = served.predict_proba(texts, batch_size=64)
+    pred, conf = proba.argmax(1), proba.max(1)
+    labels = served.meta.labels
+    keep = confident_per_class(proba, share)
+    names = {"NEGATIVE": "Negative", "POSITIVE": "Positive"}
+    frame = pd.DataFrame(
+        {
+            "text": [texts[i] for i in keep],
+            "sentiment_label": [names[labels[pred[i]]] for i in keep],
+        }
+    )
+    frame.to_csv(out, index=False)
+    counts = frame["sentiment_label"].value_counts().to_dict()
+    _record(
+        {
+            "kind": "pseudo_label",
+            "teacher": teacher,
+            "out": out,
+            "texts": len(texts),
+            "kept": len(keep),
+            "share": share,
+            "labels": {k: int(v) for k, v in counts.items()},
+            "min_confidence": round(float(conf[keep].min()), 4) if keep else None,
+        }
+    )
+    return 0
 
 
 def adapt(
@@ -351,11 +371,21 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("probe")
     r.add_argument("out")
     r.add_argument("--mean-pool", action="store_true")
+    pl = sub.add_parser("pseudo-label")
+    pl.add_argument("teacher")
+    pl.add_argument("out")
+    pl.add_argument("--share", type=float, default=0.5, help="share of each predicted class kept")
+    pl.add_argument("--text-csv", action="append", required=True, metavar="PATH[:COLUMN]")
+    pl.add_argument("--threads", type=int, default=1)
     lp = sub.add_parser("linear-probe")
     lp.add_argument("--threads", type=int, default=1)
     args = p.parse_args(own)
     if args.cmd == "linear-probe":
         return linear_probe(args.threads)
+    if args.cmd == "pseudo-label":
+        return pseudo_label(
+            args.teacher, args.out, share=args.share, csvs=args.text_csv, threads=args.threads
+        )
     if args.cmd == "adapt":
         return adapt(
             args.out,
