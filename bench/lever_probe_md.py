@@ -63,6 +63,19 @@ def markdown(runs: list[dict[str, Any]]) -> str:
             f"| {r['teacher']} | {r['out']} | {r['texts']} | {r['kept']} | {r['share']} "
             f"| {labels} | {r['min_confidence']} |"
         )
+    out += ["", "## Late fusion with the TF-IDF + LR baseline (bench/fusion_probe.py)", ""]
+    out += ["The best mix is picked on the split it is scored on: a ceiling.", ""]
+    out += [
+        "| artifact | trained on | baseline | scored on | model | baseline | mix 0.5 | best mix |"
+    ]
+    out += ["|---|---|---|---|---|---|---|---|"]
+    for r in (r for r in runs if r["kind"] == "fusion"):
+        for source, f in r["val_macro_f1"].items():
+            out.append(
+                f"| {r['artifact']} | {' + '.join(r['trained_on'])} | {r['baseline']} | {source} "
+                f"| {f['model']} | {f['baseline']} | {f['mix_0.5']} "
+                f"| {f['best']} (a = {f['best_alpha']}) |"
+            )
     out += ["", "## Linear probe on frozen features", ""]
     out += ["| features, C, trained on -> scored on | macro-F1 |", "|---|---|"]
     for r in (r for r in runs if r["kind"] == "linear_probe"):
