@@ -45,9 +45,11 @@ def fuse(artifact: Path, threads: int) -> int:
     from trainer.baseline import run_baseline
 
     served = load_model(artifact, device="cpu", num_threads=threads)
-    trained_on = [s["name"] for s in served.meta.train_options["sources"]]
+    trained_on = [s["name"] for s in served.meta.train_options.get("sources", [])]
     _, data = _splits()
     own = data.subset(trained_on)
+    if not own.sources:
+        raise SystemExit(f"error: {artifact} was trained on none of {', '.join(data.names)}")
     scored = [row for s in data.sources for row in s.val]
     baseline = run_baseline(
         [r for s in own.sources for r in s.train], [r for s in own.sources for r in s.val], scored

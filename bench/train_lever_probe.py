@@ -168,6 +168,10 @@ def pseudo_label(teacher: str, out: str, *, share: float, csvs: list[str], threa
 
     from stream.backends.torch_backend import load_model
 
+    if not (Path(teacher) / "cryptosent.json").is_file():
+        raise SystemExit(f"error: {teacher} is not a cryptosent artifact")
+    if not 0.0 < share <= 1.0:
+        raise SystemExit(f"error: --share must be in (0, 1], got {share}")
     texts = _adaptation_texts(csvs)
     served = load_model(Path(teacher), device="cpu", num_threads=threads)
     proba = served.predict_proba(texts, batch_size=64)
