@@ -4,7 +4,6 @@ table per kind, validation macro-F1 only."""
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 # The sources every probe is scored on, in column order.
@@ -23,12 +22,10 @@ def _train_flags(args: list[str]) -> argparse.Namespace:
 def _source_label(spec: str) -> str:
     """A source's name; for any other than the scored ones (a pseudo-labeled CSV), its file
     too, since several such files share a name."""
-    path, _, options = spec.partition(":")
-    name = next(
-        (o.removeprefix("name=") for o in options.split(",") if o.startswith("name=")),
-        Path(path).stem,
-    )
-    return name if name in SOURCE_NAMES else f"{name} ({Path(path).name})"
+    from trainer.sources import parse_source
+
+    source = parse_source(spec)
+    return source.name if source.name in SOURCE_NAMES else f"{source.name} ({source.path.name})"
 
 
 def markdown(runs: list[dict[str, Any]]) -> str:
